@@ -1,0 +1,53 @@
+"""Builds mux_kernels._C (the torch.ops.mux op library) with torch.utils.cpp_extension and ninja.
+
+CppExtension on a CPU-only torch; CUDAExtension when torch has CUDA and a toolkit is found
+(TORCH_CUDA_ARCH_LIST is honoured by cpp_extension). MUX_KERNELS_FORCE_CPU=1 forces the CPU build.
+Torch is not a build requirement: install it first, then `pip install --no-build-isolation .`.
+"""
+
+import glob
+import os
+import platform
+
+from setuptools import setup
+
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError as exc:  # pragma: no cover - explains the one setup mistake users make
+    raise SystemExit(
+        "mux_kernels builds against the installed torch: install torch first (e.g. `pip install torch`), "
+        "then `pip install --no-build-isolation .`"
+    ) from exc
+
+
+def cpu_flags() -> list[str]:
+    """-O3, plus AVX2/FMA code for at::vec when the build machine has them (MUX_KERNELS_NO_AVX2=1 opts out)."""
+    flags = ["-O3", "-std=c++17"]
+    if platform.machine() in ("x86_64", "AMD64") and not os.environ.get("MUX_KERNELS_NO_AVX2"):
+        try:
+            cpuinfo = open("/proc/cpuinfo").read().split()
+        except OSError:
+            cpuinfo = []
+        if {"avx2", "fma", "f16c"} <= set(cpuinfo):
+            flags += ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return flags
+
+
+def extension():
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    use_cuda = (
+        torch.version.cuda is not None and CUDA_HOME is not None and not os.environ.get("MUX_KERNELS_FORCE_CPU")
+    )
+    cxx = cpu_flags()
+    if use_cuda:
+        # CUDA kernels are Triton (registered from Python); .cu sources, when present, build here.
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        return CUDAExtension("mux_kernels._C", sources, extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]})
+    return CppExtension("mux_kernels._C", sources, extra_compile_args={"cxx": cxx})
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
