@@ -6,10 +6,9 @@
 namespace mux {
 
 inline void check_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()) &&
-                  (t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf ||
-                   t.scalar_type() == at::kBFloat16),
-              name, " must be float32, float16 or bfloat16, got ", t.scalar_type());
+  const auto s = t.scalar_type();
+  TORCH_CHECK(s == at::kFloat || s == at::kHalf || s == at::kBFloat16 || s == at::kDouble, name,
+              " must be float32, float16, bfloat16 or float64, got ", s);
 }
 
 inline void check_rank(const at::Tensor& t, const char* name, int64_t rank, const char* layout) {

@@ -10,12 +10,12 @@ from typing import Optional
 
 import torch
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _float(t: torch.Tensor, name: str) -> None:
     if t.dtype not in FLOAT_DTYPES:
-        raise RuntimeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+        raise RuntimeError(f"{name} must be float32, float16, bfloat16 or float64, got {t.dtype}")
 
 
 def _rank(t: torch.Tensor, name: str, rank: int, layout: str) -> None:
@@ -124,3 +124,10 @@ def check_demultiplex(
         _size(t, name, 0, weight.shape[0], "weight.shape[0] (e)")
     if ln_bias is not None and ln_weight is None:
         raise RuntimeError("ln_bias was given without ln_weight: pass ln_weight to apply the LayerNorm")
+
+
+def check_grad_out(grad_out: torch.Tensor, ref: torch.Tensor, ref_name: str, shape, layout: str) -> None:
+    """The upstream gradient of a backward op: the dtype and device of ``ref``, the forward output's shape."""
+    _same(grad_out, ref, "grad_out", ref_name)
+    if tuple(grad_out.shape) != tuple(shape):
+        raise RuntimeError(f"grad_out must have shape {layout} = {tuple(shape)}, got {tuple(grad_out.shape)}")

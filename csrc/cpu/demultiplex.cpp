@@ -1,7 +1,7 @@
 // mux::demultiplex on the CPU, factorised so the (G, N, L, 2d) concatenation never exists:
 //   P = h @ W_h^T   one GEMM over the G*L rows,
 //   K = keys @ W_k^T + b   one GEMM over the N (or G*N) keys,
-//   out[g, i, l] = LN(GELU(P[g, l] + K[g, i]))   one pass over the output, tile in a float buffer.
+//   out[g, i, l] = LN(GELU(P[g, l] + K[g, i]))   one pass over the output, row in an fp32 buffer.
 // The backward recomputes P and K, goes back through LN and GELU in one pass that sums the
 // pre-activation gradient over instances (dP) and over positions (dK), then finishes with GEMMs.
 #include <torch/library.h>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../outputs.h"
 #include "row_ops.h"
 
 namespace mux::cpu {
@@ -41,20 +42,21 @@ void check_demultiplex_args(const at::Tensor& h, const at::Tensor& keys, const a
 }
 
 struct Projections {
-  at::Tensor h2, k2, wk, wh, P, K;  // fp32
+  at::Tensor h2, k2, wk, wh, P, K;  // in the accumulation dtype
   int64_t G, N, L, d, e;
   bool shared_keys;
 
   Projections(const at::Tensor& h, const at::Tensor& keys, const at::Tensor& weight,
               const std::optional<at::Tensor>& bias)
       : G(h.size(0)), N(keys.size(-2)), L(h.size(1)), d(h.size(2)), e(weight.size(0)), shared_keys(keys.dim() == 2) {
-    const auto w = weight.to(at::kFloat);
+    const auto acc = acc_dtype(h.scalar_type());
+    const auto w = weight.to(acc);
     wk = w.narrow(1, 0, d);
     wh = w.narrow(1, d, d);
-    h2 = h.to(at::kFloat).reshape({G * L, d});
-    k2 = keys.to(at::kFloat).reshape({-1, d});
+    h2 = h.to(acc).reshape({G * L, d});
+    k2 = keys.to(acc).reshape({-1, d});
     P = at::mm(h2, wh.t());
-    K = bias ? at::addmm(bias->to(at::kFloat), k2, wk.t()) : at::mm(k2, wk.t());
+    K = bias ? at::addmm(bias->to(acc), k2, wk.t()) : at::mm(k2, wk.t());
   }
   int64_t key_row(int64_t g, int64_t i) const { return shared_keys ? i : g * N + i; }
 };
@@ -64,30 +66,32 @@ at::Tensor demultiplex_cpu(const at::Tensor& h, const at::Tensor& keys, const at
                            const std::optional<at::Tensor>& ln_bias, double eps) {
   check_demultiplex_args(h, keys, weight, bias, ln_weight, ln_bias);
   const int64_t G = h.size(0), N = keys.size(-2), L = h.size(1), e = weight.size(0);
-  auto out = at::empty({G, N, L, e}, h.options());
+  auto out = new_output({G, N, L, e}, h.options());
   if (out.numel() == 0) return out;
   const Projections p(h, keys, weight, bias);
-  const auto ln_w = ln_weight ? ln_weight->to(at::kFloat).contiguous() : at::Tensor();
-  const auto ln_b = ln_bias ? ln_bias->to(at::kFloat).contiguous() : at::Tensor();
+  const auto acc = acc_dtype(h.scalar_type());
+  const auto ln_w = ln_weight ? ln_weight->to(acc).contiguous() : at::Tensor();
+  const auto ln_b = ln_bias ? ln_bias->to(acc).contiguous() : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "mux_demultiplex_cpu", [&] {
-    const float* P = p.P.const_data_ptr<float>();
-    const float* K = p.K.const_data_ptr<float>();
-    const float* lw = ln_w.defined() ? ln_w.const_data_ptr<float>() : nullptr;
-    const float* lb = ln_b.defined() ? ln_b.const_data_ptr<float>() : nullptr;
+    using acc_t = acc_type<scalar_t>;
+    const acc_t* P = p.P.const_data_ptr<acc_t>();
+    const acc_t* K = p.K.const_data_ptr<acc_t>();
+    const acc_t* lw = ln_w.defined() ? ln_w.const_data_ptr<acc_t>() : nullptr;
+    const acc_t* lb = ln_b.defined() ? ln_b.const_data_ptr<acc_t>() : nullptr;
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, G * L, grain_rows(N * e), [&](int64_t r0, int64_t r1) {
-      std::vector<float> z(e);
+      std::vector<acc_t> z(e);
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t g = r / L, l = r % L;
         for (int64_t i = 0; i < N; ++i) {
-          const float* k = K + p.key_row(g, i) * e;
+          const acc_t* k = K + p.key_row(g, i) * e;
           for (int64_t c = 0; c < e; ++c) z[c] = P[r * e + c] + k[c];
           gelu_row(z.data(), z.data(), e);
           if (ln_w.defined()) {
-            layer_norm_row(z.data(), e, static_cast<float>(eps));
+            layer_norm_row(z.data(), e, static_cast<acc_t>(eps));
             affine_row(z.data(), lw, lb, z.data(), e);
           }
-          store_from_float(z.data(), op + ((g * N + i) * L + l) * e, e);
+          store_from_acc(z.data(), op + ((g * N + i) * L + l) * e, e);
         }
       }
     });
@@ -105,36 +109,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({G, N, L, e}), "grad_out must have shape (G, N, L, e) = (", G,
               ", ", N, ", ", L, ", ", e, "), got ", grad_out.sizes());
   const Projections p(h, keys, weight, bias);
-  const auto f32 = h.options().dtype(at::kFloat);
+  const auto acc = h.options().dtype(acc_dtype(h.scalar_type()));
   // The LayerNorm bias does not enter any gradient but its own.
-  const auto ln_w = ln_weight ? ln_weight->to(at::kFloat).contiguous() : at::Tensor();
+  const auto ln_w = ln_weight ? ln_weight->to(acc).contiguous() : at::Tensor();
   const auto goc = grad_out.contiguous();
   const int64_t rows = G * L, chunks = num_chunks(rows), key_rows = p.K.size(0);
-  auto dP = at::empty({rows, e}, f32);
-  auto partial_dK = at::zeros({chunks, key_rows, e}, f32);
-  auto partial_ln_w = at::zeros({chunks, e}, f32), partial_ln_b = at::zeros({chunks, e}, f32);
+  auto dP = new_output({rows, e}, acc);
+  auto partial_dK = at::zeros({chunks, key_rows, e}, acc);
+  auto partial_ln_w = at::zeros({chunks, e}, acc), partial_ln_b = at::zeros({chunks, e}, acc);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "mux_demultiplex_backward_cpu", [&] {
-    const float* P = p.P.const_data_ptr<float>();
-    const float* K = p.K.const_data_ptr<float>();
-    const float* lw = ln_w.defined() ? ln_w.const_data_ptr<float>() : nullptr;
+    using acc_t = acc_type<scalar_t>;
+    const acc_t* P = p.P.const_data_ptr<acc_t>();
+    const acc_t* K = p.K.const_data_ptr<acc_t>();
+    const acc_t* lw = ln_w.defined() ? ln_w.const_data_ptr<acc_t>() : nullptr;
     const scalar_t* gp = goc.const_data_ptr<scalar_t>();
-    float* dPp = dP.mutable_data_ptr<float>();
+    acc_t* dPp = dP.mutable_data_ptr<acc_t>();
     parallel_chunks(rows, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
-      std::vector<float> z(e), a(e), da(e), buf(e);
-      float* dK = partial_dK.mutable_data_ptr<float>() + c * key_rows * e;
-      float* dlw = partial_ln_w.mutable_data_ptr<float>() + c * e;
-      float* dlb = partial_ln_b.mutable_data_ptr<float>() + c * e;
+      std::vector<acc_t> z(e), a(e), da(e), buf(e);
+      acc_t* dK = partial_dK.mutable_data_ptr<acc_t>() + c * key_rows * e;
+      acc_t* dlw = partial_ln_w.mutable_data_ptr<acc_t>() + c * e;
+      acc_t* dlb = partial_ln_b.mutable_data_ptr<acc_t>() + c * e;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t g = r / L, l = r % L;
-        float* dp = dPp + r * e;
-        std::fill(dp, dp + e, 0.f);
+        acc_t* dp = dPp + r * e;
+        std::fill(dp, dp + e, acc_t(0));
         for (int64_t i = 0; i < N; ++i) {
           const int64_t kr = p.key_row(g, i);
           for (int64_t c2 = 0; c2 < e; ++c2) z[c2] = P[r * e + c2] + K[kr * e + c2];
-          const float* go = as_float(gp + ((g * N + i) * L + l) * e, buf.data(), e);
+          const acc_t* go = as_acc(gp + ((g * N + i) * L + l) * e, buf.data(), e);
           if (lw) {
             gelu_row(z.data(), a.data(), e);
-            const float rstd = layer_norm_row(a.data(), e, static_cast<float>(eps));  // a := xhat
+            const acc_t rstd = layer_norm_row(a.data(), e, static_cast<acc_t>(eps));  // a := xhat
             row_fma(dlw, go, a.data(), e);
             row_add(dlb, go, e);
             for (int64_t c2 = 0; c2 < e; ++c2) da[c2] = go[c2] * lw[c2];

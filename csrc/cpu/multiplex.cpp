@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../outputs.h"
 #include "row_ops.h"
 
 namespace mux::cpu {
@@ -19,38 +20,40 @@ void check_multiplex_args(const at::Tensor& x, const at::Tensor& weight) {
   for (int64_t k = 1; k < weight.dim(); ++k) check_size(weight, "weight", k, x.size(3), "x.shape[3] (d)");
 }
 
-// (G, N, L, d) -> (G*L, N*d): the rows of the single GEMM of the matrix mix.
+// (G, N, L, d) -> (G*L, N*d) in the accumulation dtype: the rows of the single GEMM of the matrix mix.
 at::Tensor instances_as_columns(const at::Tensor& x) {
   const auto G = x.size(0), N = x.size(1), L = x.size(2), d = x.size(3);
-  return x.to(at::kFloat).permute({0, 2, 1, 3}).reshape({G * L, N * d});
+  return x.to(acc_dtype(x.scalar_type())).permute({0, 2, 1, 3}).reshape({G * L, N * d});
 }
 
 at::Tensor multiplex_cpu(const at::Tensor& x, const at::Tensor& weight, double scale) {
   check_multiplex_args(x, weight);
   const auto G = x.size(0), N = x.size(1), L = x.size(2), d = x.size(3);
+  const auto acc = acc_dtype(x.scalar_type());
   if (weight.dim() == 3) {
-    auto out = at::mm(instances_as_columns(x), weight.to(at::kFloat).reshape({N * d, d})).mul_(scale);
+    auto out = at::mm(instances_as_columns(x), weight.to(acc).reshape({N * d, d})).mul_(scale);
     return out.view({G, L, d}).to(x.scalar_type());
   }
-  auto out = at::empty({G, L, d}, x.options());
+  auto out = new_output({G, L, d}, x.options());
   if (out.numel() == 0) return out;
   const auto xc = x.contiguous();
-  const auto wf = weight.to(at::kFloat).contiguous();
+  const auto wf = weight.to(acc).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mux_multiplex_cpu", [&] {
+    using acc_t = acc_type<scalar_t>;
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
-    const float* wp = wf.const_data_ptr<float>();
+    const acc_t* wp = wf.const_data_ptr<acc_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, G * L, grain_rows(N * d), [&](int64_t r0, int64_t r1) {
-      std::vector<float> acc(d), buf(d);
+      std::vector<acc_t> sum(d), buf(d);
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t g = r / L, l = r % L;
-        std::fill(acc.begin(), acc.end(), 0.f);
+        std::fill(sum.begin(), sum.end(), acc_t(0));
         for (int64_t i = 0; i < N; ++i) {
-          const float* row = as_float(xp + ((g * N + i) * L + l) * d, buf.data(), d);
-          row_fma(acc.data(), row, wp + i * d, d);
+          const acc_t* row = as_acc(xp + ((g * N + i) * L + l) * d, buf.data(), d);
+          row_fma(sum.data(), row, wp + i * d, d);
         }
-        for (int64_t k = 0; k < d; ++k) acc[k] *= static_cast<float>(scale);
-        store_from_float(acc.data(), op + r * d, d);
+        for (int64_t k = 0; k < d; ++k) sum[k] *= static_cast<acc_t>(scale);
+        store_from_acc(sum.data(), op + r * d, d);
       }
     });
   });
@@ -64,37 +67,39 @@ std::tuple<at::Tensor, at::Tensor> multiplex_backward_cpu(const at::Tensor& grad
   check_same(grad_out, x, "grad_out", "x");
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({G, L, d}), "grad_out must have shape (G, L, d) = (", G, ", ",
               L, ", ", d, "), got ", grad_out.sizes());
+  const auto acc = acc_dtype(x.scalar_type());
   if (weight.dim() == 3) {
-    const auto go = grad_out.to(at::kFloat).reshape({G * L, d});
-    const auto wf = weight.to(at::kFloat).reshape({N * d, d});
+    const auto go = grad_out.to(acc).reshape({G * L, d});
+    const auto wf = weight.to(acc).reshape({N * d, d});
     auto grad_x = at::mm(go, wf.t()).mul_(scale).view({G, L, N, d}).permute({0, 2, 1, 3});
     auto grad_w = at::mm(instances_as_columns(x).t(), go).mul_(scale).view({N, d, d});
     return {grad_x.to(x.scalar_type()).contiguous(), grad_w.to(weight.scalar_type())};
   }
-  auto grad_x = at::empty_like(x, at::MemoryFormat::Contiguous);
+  auto grad_x = new_output(x.sizes(), x.options());
   const auto xc = x.contiguous();
   const auto goc = grad_out.contiguous();
-  const auto wf = weight.to(at::kFloat).contiguous();
+  const auto wf = weight.to(acc).contiguous();
   const int64_t rows = G * L, chunks = num_chunks(rows);
-  auto partial_w = at::zeros({chunks, N, d}, x.options().dtype(at::kFloat));
+  auto partial_w = at::zeros({chunks, N, d}, x.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mux_multiplex_backward_cpu", [&] {
+    using acc_t = acc_type<scalar_t>;
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     const scalar_t* gp = goc.const_data_ptr<scalar_t>();
-    const float* wp = wf.const_data_ptr<float>();
+    const acc_t* wp = wf.const_data_ptr<acc_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
-    float* pw = partial_w.mutable_data_ptr<float>();
+    acc_t* pw = partial_w.mutable_data_ptr<acc_t>();
     parallel_chunks(rows, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
-      std::vector<float> go(d), xbuf(d), gx(d);
-      float* dw = pw + c * N * d;
+      std::vector<acc_t> go(d), xbuf(d), gx(d);
+      acc_t* dw = pw + c * N * d;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t g = r / L, l = r % L;
-        const float* gor = as_float(gp + r * d, go.data(), d);
+        const acc_t* gor = as_acc(gp + r * d, go.data(), d);
         for (int64_t i = 0; i < N; ++i) {
           const int64_t offset = ((g * N + i) * L + l) * d;
-          const float* w = wp + i * d;
-          for (int64_t k = 0; k < d; ++k) gx[k] = static_cast<float>(scale) * gor[k] * w[k];
-          store_from_float(gx.data(), gxp + offset, d);
-          row_fma(dw + i * d, as_float(xp + offset, xbuf.data(), d), gor, d);
+          const acc_t* w = wp + i * d;
+          for (int64_t k = 0; k < d; ++k) gx[k] = static_cast<acc_t>(scale) * gor[k] * w[k];
+          store_from_acc(gx.data(), gxp + offset, d);
+          row_fma(dw + i * d, as_acc(xp + offset, xbuf.data(), d), gor, d);
         }
       }
     });

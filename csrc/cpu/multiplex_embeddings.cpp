@@ -1,11 +1,12 @@
 // mux::multiplex_embeddings on the CPU: token ids -> encoder input in one pass per (group, position).
-// Each of the N word rows is read once, normalised and mixed in a float buffer; nothing of size
+// Each of the N word rows is read once, normalised and mixed in an fp32 (fp64 for fp64) buffer; nothing of size
 // (G, N, L, d) is written. The backward recomputes the per-instance LayerNorms the same way.
 #include <torch/library.h>
 
 #include <vector>
 
 #include "../checks.h"
+#include "../outputs.h"
 #include "row_ops.h"
 
 namespace mux::cpu {
@@ -44,22 +45,23 @@ void check_embedding_args(const at::Tensor& ids, const std::optional<at::Tensor>
   }
 }
 
-// The small tables, as fp32 rows: positions 0..L-1, token types, LayerNorm affine, mix vectors.
+// The small tables, as rows in the accumulation dtype: positions 0..L-1, token types, LayerNorm
+// affine, mix vectors.
 struct Tables {
   at::Tensor pos, type, ln_w, ln_b, weight;
   Tables(const at::Tensor& pos_, const at::Tensor& type_, const at::Tensor& ln_w_, const at::Tensor& ln_b_,
-         const at::Tensor& weight_, int64_t L)
-      : pos(pos_.narrow(0, 0, L).to(at::kFloat).contiguous()),
-        type(type_.to(at::kFloat).contiguous()),
-        ln_w(ln_w_.to(at::kFloat).contiguous()),
-        ln_b(ln_b_.to(at::kFloat).contiguous()),
-        weight(weight_.to(at::kFloat).contiguous()) {}
+         const at::Tensor& weight_, int64_t L, at::ScalarType acc)
+      : pos(pos_.narrow(0, 0, L).to(acc).contiguous()),
+        type(type_.to(acc).contiguous()),
+        ln_w(ln_w_.to(acc).contiguous()),
+        ln_b(ln_b_.to(acc).contiguous()),
+        weight(weight_.to(acc).contiguous()) {}
 };
 
 // Per-(g, l) recomputation shared by forward and backward: fills xhat (N x d, the normalised
 // instance rows) and rstd (N), and returns in `mix` the normalised final row (xhat of the second
 // LayerNorm), with its rstd in `rstd_final`.
-template <typename scalar_t>
+template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
 struct RowMixer {
   const scalar_t* word;
   int64_t word_stride;
@@ -67,21 +69,21 @@ struct RowMixer {
   const int64_t* tts;  // nullptr: all type 0
   const Tables& t;
   int64_t N, L, d;
-  float scale, eps;
+  acc_t scale, eps;
 
-  void operator()(int64_t g, int64_t l, float* xhat, float* rstd, float* mix, float& rstd_final,
-                  std::vector<float>& buf) const {
-    const float* pos = t.pos.const_data_ptr<float>() + l * d;
-    const float* type = t.type.const_data_ptr<float>();
-    const float* ln_w = t.ln_w.const_data_ptr<float>();
-    const float* ln_b = t.ln_b.const_data_ptr<float>();
-    const float* w = t.weight.const_data_ptr<float>();
-    std::fill(mix, mix + d, 0.f);
+  void operator()(int64_t g, int64_t l, acc_t* xhat, acc_t* rstd, acc_t* mix, acc_t& rstd_final,
+                  std::vector<acc_t>& buf) const {
+    const acc_t* pos = t.pos.const_data_ptr<acc_t>() + l * d;
+    const acc_t* type = t.type.const_data_ptr<acc_t>();
+    const acc_t* ln_w = t.ln_w.const_data_ptr<acc_t>();
+    const acc_t* ln_b = t.ln_b.const_data_ptr<acc_t>();
+    const acc_t* w = t.weight.const_data_ptr<acc_t>();
+    std::fill(mix, mix + d, acc_t(0));
     for (int64_t i = 0; i < N; ++i) {
       const int64_t idx = (g * N + i) * L + l;
-      const float* word_row = as_float(word + ids[idx] * word_stride, buf.data(), d);
-      const float* type_row = type + (tts ? tts[idx] : 0) * d;
-      float* x = xhat + i * d;
+      const acc_t* word_row = as_acc(word + ids[idx] * word_stride, buf.data(), d);
+      const acc_t* type_row = type + (tts ? tts[idx] : 0) * d;
+      acc_t* x = xhat + i * d;
       for (int64_t k = 0; k < d; ++k) x[k] = word_row[k] + pos[k] + type_row[k];
       rstd[i] = layer_norm_row(x, d, eps);
       for (int64_t k = 0; k < d; ++k) mix[k] += (x[k] * ln_w[k] + ln_b[k]) * w[i * d + k];
@@ -99,27 +101,28 @@ at::Tensor multiplex_embeddings_cpu(const at::Tensor& ids, const std::optional<a
                                     const at::Tensor& weight, double scale, double eps) {
   check_embedding_args(ids, token_type_ids, word, pos, type, ln_weight, ln_bias, weight);
   const int64_t G = ids.size(0), N = ids.size(1), L = ids.size(2), d = word.size(1);
-  auto out = at::empty({G, L, d}, word.options());
+  auto out = new_output({G, L, d}, word.options());
   if (out.numel() == 0) return out;
-  const Tables tables(pos, type, ln_weight, ln_bias, weight, L);
+  const Tables tables(pos, type, ln_weight, ln_bias, weight, L, acc_dtype(word.scalar_type()));
   const auto ids_l = as_long(ids);
   const auto tts_l = token_type_ids ? as_long(*token_type_ids) : at::Tensor();
   const auto word_rows = word.stride(1) == 1 ? word : word.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, word.scalar_type(), "mux_multiplex_embeddings_cpu", [&] {
+    using acc_t = acc_type<scalar_t>;
     const RowMixer<scalar_t> mixer{word_rows.const_data_ptr<scalar_t>(), word_rows.stride(0),
                                    ids_l.const_data_ptr<int64_t>(),
                                    tts_l.defined() ? tts_l.const_data_ptr<int64_t>() : nullptr,
-                                   tables, N, L, d, static_cast<float>(scale), static_cast<float>(eps)};
-    const float* ln_w = tables.ln_w.const_data_ptr<float>();
-    const float* ln_b = tables.ln_b.const_data_ptr<float>();
+                                   tables, N, L, d, static_cast<acc_t>(scale), static_cast<acc_t>(eps)};
+    const acc_t* ln_w = tables.ln_w.const_data_ptr<acc_t>();
+    const acc_t* ln_b = tables.ln_b.const_data_ptr<acc_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, G * L, grain_rows(N * d), [&](int64_t r0, int64_t r1) {
-      std::vector<float> xhat(N * d), rstd(N), mix(d), buf(d);
-      float rstd_final;
+      std::vector<acc_t> xhat(N * d), rstd(N), mix(d), buf(d);
+      acc_t rstd_final;
       for (int64_t r = r0; r < r1; ++r) {
         mixer(r / L, r % L, xhat.data(), rstd.data(), mix.data(), rstd_final, buf);
         affine_row(mix.data(), ln_w, ln_b, mix.data(), d);
-        store_from_float(mix.data(), op + r * d, d);
+        store_from_acc(mix.data(), op + r * d, d);
       }
     });
   });
@@ -135,55 +138,56 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   check_same(grad_out, word, "grad_out", "word");
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({G, L, d}), "grad_out must have shape (G, L, d) = (", G, ", ", L,
               ", ", d, "), got ", grad_out.sizes());
-  const auto f32 = word.options().dtype(at::kFloat);
-  const Tables tables(pos, type, ln_weight, ln_bias, weight, L);
+  const auto acc = word.options().dtype(acc_dtype(word.scalar_type()));
+  const Tables tables(pos, type, ln_weight, ln_bias, weight, L, acc.dtype().toScalarType());
   const auto ids_l = as_long(ids);
   const auto tts_l = token_type_ids ? as_long(*token_type_ids) : at::Tensor();
   const auto word_rows = word.stride(1) == 1 ? word : word.contiguous();
   const auto goc = grad_out.contiguous();
   // Gradients w.r.t. each instance's first-LayerNorm input (scattered into the tables afterwards)
   // and w.r.t. the second embedding pass input.
-  auto grad_rows = at::empty({G, N, L, d}, f32);
-  auto grad_mix = at::empty({G, L, d}, f32);
+  auto grad_rows = new_output({G, N, L, d}, acc);
+  auto grad_mix = new_output({G, L, d}, acc);
   const int64_t rows = G * L, chunks = num_chunks(rows);
-  auto partial_ln_w = at::zeros({chunks, d}, f32), partial_ln_b = at::zeros({chunks, d}, f32);
-  auto partial_w = at::zeros({chunks, N, d}, f32);
+  auto partial_ln_w = at::zeros({chunks, d}, acc), partial_ln_b = at::zeros({chunks, d}, acc);
+  auto partial_w = at::zeros({chunks, N, d}, acc);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, word.scalar_type(), "mux_multiplex_embeddings_bwd", [&] {
+    using acc_t = acc_type<scalar_t>;
     const RowMixer<scalar_t> mixer{word_rows.const_data_ptr<scalar_t>(), word_rows.stride(0),
                                    ids_l.const_data_ptr<int64_t>(),
                                    tts_l.defined() ? tts_l.const_data_ptr<int64_t>() : nullptr,
-                                   tables, N, L, d, static_cast<float>(scale), static_cast<float>(eps)};
-    const float* ln_w = tables.ln_w.const_data_ptr<float>();
-    const float* ln_b = tables.ln_b.const_data_ptr<float>();
-    const float* w = tables.weight.const_data_ptr<float>();
+                                   tables, N, L, d, static_cast<acc_t>(scale), static_cast<acc_t>(eps)};
+    const acc_t* ln_w = tables.ln_w.const_data_ptr<acc_t>();
+    const acc_t* ln_b = tables.ln_b.const_data_ptr<acc_t>();
+    const acc_t* w = tables.weight.const_data_ptr<acc_t>();
     const scalar_t* gp = goc.const_data_ptr<scalar_t>();
-    float* grow = grad_rows.mutable_data_ptr<float>();
-    float* gmix = grad_mix.mutable_data_ptr<float>();
+    acc_t* grow = grad_rows.mutable_data_ptr<acc_t>();
+    acc_t* gmix = grad_mix.mutable_data_ptr<acc_t>();
     parallel_chunks(rows, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
-      std::vector<float> xhat(N * d), rstd(N), mix(d), buf(d), e(d), de(d);
-      float* dln_w = partial_ln_w.mutable_data_ptr<float>() + c * d;
-      float* dln_b = partial_ln_b.mutable_data_ptr<float>() + c * d;
-      float* dw = partial_w.mutable_data_ptr<float>() + c * N * d;
-      float rstd_final;
+      std::vector<acc_t> xhat(N * d), rstd(N), mix(d), buf(d), e(d), de(d);
+      acc_t* dln_w = partial_ln_w.mutable_data_ptr<acc_t>() + c * d;
+      acc_t* dln_b = partial_ln_b.mutable_data_ptr<acc_t>() + c * d;
+      acc_t* dw = partial_w.mutable_data_ptr<acc_t>() + c * N * d;
+      acc_t rstd_final;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t g = r / L, l = r % L;
         mixer(g, l, xhat.data(), rstd.data(), mix.data(), rstd_final, buf);
         // Second LayerNorm: mix holds its xhat.
-        const float* go = as_float(gp + r * d, buf.data(), d);
+        const acc_t* go = as_acc(gp + r * d, buf.data(), d);
         row_fma(dln_w, go, mix.data(), d);
         row_add(dln_b, go, d);
-        float* dm = gmix + r * d;
+        acc_t* dm = gmix + r * d;
         for (int64_t k = 0; k < d; ++k) dm[k] = go[k] * ln_w[k];
         layer_norm_backward_row(dm, mix.data(), rstd_final, dm, d);
         // Mix and first LayerNorm of every instance.
         for (int64_t i = 0; i < N; ++i) {
-          const float* x = xhat.data() + i * d;
+          const acc_t* x = xhat.data() + i * d;
           affine_row(x, ln_w, ln_b, e.data(), d);
           row_fma(dw + i * d, dm, e.data(), d);
-          for (int64_t k = 0; k < d; ++k) de[k] = static_cast<float>(scale) * dm[k] * w[i * d + k];
+          for (int64_t k = 0; k < d; ++k) de[k] = static_cast<acc_t>(scale) * dm[k] * w[i * d + k];
           row_fma(dln_w, de.data(), x, d);
           row_add(dln_b, de.data(), d);
-          float* dx = grow + ((g * N + i) * L + l) * d;
+          acc_t* dx = grow + ((g * N + i) * L + l) * d;
           for (int64_t k = 0; k < d; ++k) dx[k] = de[k] * ln_w[k];
           layer_norm_backward_row(dx, x, rstd[i], dx, d);
         }
@@ -191,10 +195,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     });
   });
   const auto flat_rows = grad_rows.view({-1, d});
-  auto grad_word = at::zeros({word.size(0), d}, f32).index_add_(0, ids_l.view(-1), flat_rows);
-  auto grad_pos = at::zeros({pos.size(0), d}, f32);
+  auto grad_word = at::zeros({word.size(0), d}, acc).index_add_(0, ids_l.view(-1), flat_rows);
+  auto grad_pos = at::zeros({pos.size(0), d}, acc);
   grad_pos.narrow(0, 0, L).add_(grad_rows.sum({0, 1})).add_(grad_mix.sum(0));
-  auto grad_type = at::zeros({type.size(0), d}, f32);
+  auto grad_type = at::zeros({type.size(0), d}, acc);
   if (tts_l.defined()) {
     grad_type.index_add_(0, tts_l.view(-1), flat_rows);
   } else {

@@ -1,7 +1,9 @@
-// Row primitives shared by the CPU kernels: fp32 loads of any input dtype, vectorised sums,
-// LayerNorm and GELU (erf form) forward and backward on one row held in a float buffer.
+// Row primitives shared by the CPU kernels, on one row held in an accumulation buffer of type
+// acc_t (float for fp32/fp16/bf16 inputs, double for fp64): loads of any input dtype, vectorised
+// sums, LayerNorm and GELU (erf form) forward and backward.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
@@ -12,12 +14,16 @@
 
 namespace mux::cpu {
 
-using Vec = at::vec::Vectorized<float>;
+// float for fp32/fp16/bf16 inputs, double for fp64 (so fp64 gradcheck sees fp64 math).
+template <typename scalar_t>
+using acc_type = at::opmath_type<scalar_t>;
 
-// Returns `src` as fp32: the pointer itself for float, else a converted copy in `buf`.
-template <typename T>
-inline const float* as_float(const T* src, float* buf, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) {
+inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// Returns `src` as acc_t: the pointer itself when the types match, else a converted copy in `buf`.
+template <typename T, typename acc_t>
+inline const acc_t* as_acc(const T* src, acc_t* buf, int64_t n) {
+  if constexpr (std::is_same_v<T, acc_t>) {
     return src;
   } else {
     at::vec::convert(src, buf, n);
@@ -25,31 +31,37 @@ inline const float* as_float(const T* src, float* buf, int64_t n) {
   }
 }
 
-template <typename T>
-inline void store_from_float(const float* src, T* dst, int64_t n) {
+template <typename T, typename acc_t>
+inline void store_from_acc(const acc_t* src, T* dst, int64_t n) {
   at::vec::convert(src, dst, n);
 }
 
-inline float row_sum(const float* x, int64_t n) {
-  Vec acc(0.f);
+template <typename acc_t>
+inline acc_t row_sum(const acc_t* x, int64_t n) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  Vec acc(acc_t(0));
   int64_t k = 0;
   for (; k + Vec::size() <= n; k += Vec::size()) acc += Vec::loadu(x + k);
-  float s = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, acc);
+  acc_t s = at::vec::vec_reduce_all<acc_t>([](Vec& a, Vec& b) { return a + b; }, acc);
   for (; k < n; ++k) s += x[k];
   return s;
 }
 
-inline float row_dot(const float* a, const float* b, int64_t n) {
-  Vec acc(0.f);
+template <typename acc_t>
+inline acc_t row_dot(const acc_t* a, const acc_t* b, int64_t n) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  Vec acc(acc_t(0));
   int64_t k = 0;
   for (; k + Vec::size() <= n; k += Vec::size()) acc = at::vec::fmadd(Vec::loadu(a + k), Vec::loadu(b + k), acc);
-  float s = at::vec::vec_reduce_all<float>([](Vec& x, Vec& y) { return x + y; }, acc);
+  acc_t s = at::vec::vec_reduce_all<acc_t>([](Vec& x, Vec& y) { return x + y; }, acc);
   for (; k < n; ++k) s += a[k] * b[k];
   return s;
 }
 
 // acc += a * b
-inline void row_fma(float* acc, const float* a, const float* b, int64_t n) {
+template <typename acc_t>
+inline void row_fma(acc_t* acc, const acc_t* a, const acc_t* b, int64_t n) {
+  using Vec = at::vec::Vectorized<acc_t>;
   int64_t k = 0;
   for (; k + Vec::size() <= n; k += Vec::size())
     at::vec::fmadd(Vec::loadu(a + k), Vec::loadu(b + k), Vec::loadu(acc + k)).store(acc + k);
@@ -57,54 +69,62 @@ inline void row_fma(float* acc, const float* a, const float* b, int64_t n) {
 }
 
 // acc += a
-inline void row_add(float* acc, const float* a, int64_t n) {
+template <typename acc_t>
+inline void row_add(acc_t* acc, const acc_t* a, int64_t n) {
+  using Vec = at::vec::Vectorized<acc_t>;
   int64_t k = 0;
   for (; k + Vec::size() <= n; k += Vec::size()) (Vec::loadu(acc + k) + Vec::loadu(a + k)).store(acc + k);
   for (; k < n; ++k) acc[k] += a[k];
 }
 
 // Normalises x in place to xhat = (x - mean) * rstd (two-pass, fp32) and returns rstd.
-inline float layer_norm_row(float* x, int64_t n, float eps) {
-  const float mean = row_sum(x, n) / static_cast<float>(n);
+template <typename acc_t>
+inline acc_t layer_norm_row(acc_t* x, int64_t n, acc_t eps) {
+  const acc_t mean = row_sum(x, n) / static_cast<acc_t>(n);
   for (int64_t k = 0; k < n; ++k) x[k] -= mean;
-  const float var = row_dot(x, x, n) / static_cast<float>(n);
-  const float rstd = 1.f / std::sqrt(var + eps);
+  const acc_t var = row_dot(x, x, n) / static_cast<acc_t>(n);
+  const acc_t rstd = acc_t(1) / std::sqrt(var + eps);
   for (int64_t k = 0; k < n; ++k) x[k] *= rstd;
   return rstd;
 }
 
 // y = xhat * w + b, with w or b absent (nullptr) meaning 1 or 0.
-inline void affine_row(const float* xhat, const float* w, const float* b, float* y, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) y[k] = xhat[k] * (w ? w[k] : 1.f) + (b ? b[k] : 0.f);
+template <typename acc_t>
+inline void affine_row(const acc_t* xhat, const acc_t* w, const acc_t* b, acc_t* y, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) y[k] = xhat[k] * (w ? w[k] : acc_t(1)) + (b ? b[k] : acc_t(0));
 }
 
 // Given dxhat (gradient w.r.t. the normalised row) and xhat, writes the gradient w.r.t. the LayerNorm
 // input into dx (which may alias dxhat).
-inline void layer_norm_backward_row(const float* dxhat, const float* xhat, float rstd, float* dx, int64_t n) {
-  const float inv_n = 1.f / static_cast<float>(n);
-  const float mean_dxhat = row_sum(dxhat, n) * inv_n;
-  const float mean_dxhat_xhat = row_dot(dxhat, xhat, n) * inv_n;
+template <typename acc_t>
+inline void layer_norm_backward_row(const acc_t* dxhat, const acc_t* xhat, acc_t rstd, acc_t* dx, int64_t n) {
+  const acc_t inv_n = acc_t(1) / static_cast<acc_t>(n);
+  const acc_t mean_dxhat = row_sum(dxhat, n) * inv_n;
+  const acc_t mean_dxhat_xhat = row_dot(dxhat, xhat, n) * inv_n;
   for (int64_t k = 0; k < n; ++k) dx[k] = rstd * (dxhat[k] - mean_dxhat - xhat[k] * mean_dxhat_xhat);
 }
 
 // GELU with the exact erf, as torch.nn.functional.gelu: y = z * Phi(z).
-inline void gelu_row(const float* z, float* y, int64_t n) {
-  const Vec half(0.5f), one(1.f), inv_sqrt2(static_cast<float>(M_SQRT1_2));
+template <typename acc_t>
+inline void gelu_row(const acc_t* z, acc_t* y, int64_t n) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  const Vec half(acc_t(0.5)), one(acc_t(1)), inv_sqrt2(static_cast<acc_t>(M_SQRT1_2));
   int64_t k = 0;
   for (; k + Vec::size() <= n; k += Vec::size()) {
     Vec v = Vec::loadu(z + k);
     (half * v * (one + (v * inv_sqrt2).erf())).store(y + k);
   }
-  for (; k < n; ++k) y[k] = 0.5f * z[k] * (1.f + std::erf(z[k] * static_cast<float>(M_SQRT1_2)));
+  for (; k < n; ++k) y[k] = acc_t(0.5) * z[k] * (acc_t(1) + std::erf(z[k] * static_cast<acc_t>(M_SQRT1_2)));
 }
 
 // dz = dy * GELU'(z), GELU'(z) = Phi(z) + z * phi(z).
-inline void gelu_backward_row(const float* dy, const float* z, float* dz, int64_t n) {
-  const float inv_sqrt2 = static_cast<float>(M_SQRT1_2);
-  const float inv_sqrt_2pi = 0.3989422804014327f;
+template <typename acc_t>
+inline void gelu_backward_row(const acc_t* dy, const acc_t* z, acc_t* dz, int64_t n) {
+  const acc_t inv_sqrt2 = static_cast<acc_t>(M_SQRT1_2);
+  const acc_t inv_sqrt_2pi = static_cast<acc_t>(0.3989422804014327);
   for (int64_t k = 0; k < n; ++k) {
-    const float cdf = 0.5f * (1.f + std::erf(z[k] * inv_sqrt2));
-    const float pdf = inv_sqrt_2pi * std::exp(-0.5f * z[k] * z[k]);
+    const acc_t cdf = acc_t(0.5) * (acc_t(1) + std::erf(z[k] * inv_sqrt2));
+    const acc_t pdf = inv_sqrt_2pi * std::exp(acc_t(-0.5) * z[k] * z[k]);
     dz[k] = dy[k] * (cdf + z[k] * pdf);
   }
 }
