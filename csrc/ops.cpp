@@ -1,6 +1,6 @@
 // The mux op library: every schema lives here. Kernels register per backend (csrc/cpu/*.cpp for
 // the CPU; the Triton launchers in mux_kernels/triton register CUDA from Python).
-#include <torch/extension.h>
+#include <torch/library.h>
 
 TORCH_LIBRARY(mux, m) {
   // Public ops (contracts in DESIGN.md §3).
@@ -22,6 +22,3 @@ TORCH_LIBRARY(mux, m) {
       "demultiplex_backward(Tensor grad_out, Tensor h, Tensor keys, Tensor weight, Tensor? bias, "
       "Tensor? ln_weight, Tensor? ln_bias, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
-
-// Importing mux_kernels._C runs the registrations above; the module itself exports nothing.
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {}

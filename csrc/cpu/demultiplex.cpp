@@ -54,7 +54,7 @@ struct Projections {
     wk = w.narrow(1, 0, d);
     wh = w.narrow(1, d, d);
     h2 = h.to(acc).reshape({G * L, d});
-    k2 = keys.to(acc).reshape({-1, d});
+    k2 = keys.to(acc).reshape({shared_keys ? N : G * N, d});  // not {-1, d}: d may be 0
     P = at::mm(h2, wh.t());
     K = bias ? at::addmm(bias->to(acc), k2, wk.t()) : at::mm(k2, wk.t());
   }

@@ -40,7 +40,8 @@ void check_embedding_args(const at::Tensor& ids, const std::optional<at::Tensor>
   if (token_type_ids) {
     TORCH_CHECK(token_type_ids->sizes() == ids.sizes(), "token_type_ids must have the shape of ids ",
                 ids.sizes(), ", got ", token_type_ids->sizes());
-    TORCH_CHECK(token_type_ids->device() == word.device(), "token_type_ids must be on the device of word");
+    TORCH_CHECK(token_type_ids->device() == word.device(), "token_type_ids must be on the device of word (",
+                word.device(), "), got ", token_type_ids->device());
     check_indices(*token_type_ids, "token_type_ids", type.size(0), "type");
   }
 }
@@ -194,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       }
     });
   });
-  const auto flat_rows = grad_rows.view({-1, d});
+  const auto flat_rows = grad_rows.view({G * N * L, d});  // not {-1, d}: d may be 0
   auto grad_word = at::zeros({word.size(0), d}, acc).index_add_(0, ids_l.view(-1), flat_rows);
   auto grad_pos = at::zeros({pos.size(0), d}, acc);
   grad_pos.narrow(0, 0, L).add_(grad_rows.sum({0, 1})).add_(grad_mix.sum(0));
@@ -204,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   } else {
     grad_type[0].add_(flat_rows.sum(0));
   }
-  grad_type[0].add_(grad_mix.view({-1, d}).sum(0));
+  grad_type[0].add_(grad_mix.view({G * L, d}).sum(0));
   auto grad_weight = partial_w.sum(0).mul_(scale);
   const auto dtype = word.scalar_type();
   return {grad_word.to(dtype),           grad_pos.to(dtype),          grad_type.to(dtype),

@@ -117,12 +117,21 @@ inline void gelu_row(const acc_t* z, acc_t* y, int64_t n) {
   for (; k < n; ++k) y[k] = acc_t(0.5) * z[k] * (acc_t(1) + std::erf(z[k] * static_cast<acc_t>(M_SQRT1_2)));
 }
 
-// dz = dy * GELU'(z), GELU'(z) = Phi(z) + z * phi(z).
+// dz = dy * GELU'(z), GELU'(z) = Phi(z) + z * phi(z). dz may alias dy.
 template <typename acc_t>
 inline void gelu_backward_row(const acc_t* dy, const acc_t* z, acc_t* dz, int64_t n) {
+  using Vec = at::vec::Vectorized<acc_t>;
   const acc_t inv_sqrt2 = static_cast<acc_t>(M_SQRT1_2);
   const acc_t inv_sqrt_2pi = static_cast<acc_t>(0.3989422804014327);
-  for (int64_t k = 0; k < n; ++k) {
+  const Vec half(acc_t(0.5)), one(acc_t(1)), minus_half(acc_t(-0.5)), vinv_sqrt2(inv_sqrt2), vinv_sqrt_2pi(inv_sqrt_2pi);
+  int64_t k = 0;
+  for (; k + Vec::size() <= n; k += Vec::size()) {
+    const Vec v = Vec::loadu(z + k);
+    const Vec cdf = half * (one + (v * vinv_sqrt2).erf());
+    const Vec pdf = vinv_sqrt_2pi * (minus_half * v * v).exp();
+    (Vec::loadu(dy + k) * (cdf + v * pdf)).store(dz + k);
+  }
+  for (; k < n; ++k) {
     const acc_t cdf = acc_t(0.5) * (acc_t(1) + std::erf(z[k] * inv_sqrt2));
     const acc_t pdf = inv_sqrt_2pi * std::exp(acc_t(-0.5) * z[k] * z[k]);
     dz[k] = dy[k] * (cdf + z[k] * pdf);
