@@ -82,7 +82,9 @@ def check_multiplex_embeddings(ids, token_type_ids, word, pos, type_, ln_weight,
         if token_type_ids.dtype not in (torch.int64, torch.int32):
             raise RuntimeError(f"token_type_ids must be int64 (or int32) token ids, got {token_type_ids.dtype}")
         if token_type_ids.device != word.device:
-            raise RuntimeError("token_type_ids must be on the device of word")
+            raise RuntimeError(
+                f"token_type_ids must be on the device of word ({word.device}), got {token_type_ids.device}"
+            )
 
 
 def check_indices(t: torch.Tensor, name: str, upper: int, table: str) -> None:

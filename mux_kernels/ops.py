@@ -25,6 +25,11 @@ _ops = torch.ops.mux
 
 def default_scale(num_instances: int, matrix: bool) -> float:
     """The released models' scale: the mean (1/N) for Hadamard vectors, 1/sqrt(N) for matrices."""
+    if num_instances < 1:
+        raise ValueError(
+            f"the default scale (1/N or 1/sqrt(N)) needs at least one instance, got N = {num_instances}: "
+            "pass scale explicitly"
+        )
     return 1.0 / math.sqrt(num_instances) if matrix else 1.0 / num_instances
 
 
@@ -83,6 +88,8 @@ def _multiplex_fake(x, weight, scale):
 @torch.library.register_fake("mux::multiplex_backward")
 def _multiplex_backward_fake(grad_out, x, weight, scale):
     checks.check_multiplex(x, weight)
+    G, _, L, d = x.shape
+    checks.check_grad_out(grad_out, x, "x", (G, L, d), "(G, L, d)")
     return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight)
 
 
@@ -98,6 +105,8 @@ def _multiplex_embeddings_backward_fake(
     grad_out, ids, token_type_ids, word, pos, type_, ln_weight, ln_bias, weight, scale, eps
 ):
     checks.check_multiplex_embeddings(ids, token_type_ids, word, pos, type_, ln_weight, ln_bias, weight)
+    G, _, L = ids.shape
+    checks.check_grad_out(grad_out, word, "word", (G, L, word.shape[1]), "(G, L, d)")
     return tuple(torch.empty_like(t) for t in (word, pos, type_, ln_weight, ln_bias, weight))
 
 
@@ -111,6 +120,8 @@ def _demultiplex_fake(h, keys, weight, bias, ln_weight, ln_bias, eps):
 @torch.library.register_fake("mux::demultiplex_backward")
 def _demultiplex_backward_fake(grad_out, h, keys, weight, bias, ln_weight, ln_bias, eps):
     checks.check_demultiplex(h, keys, weight, bias, ln_weight, ln_bias)
+    G, L, _ = h.shape
+    checks.check_grad_out(grad_out, h, "h", (G, keys.shape[-2], L, weight.shape[0]), "(G, N, L, e)")
     e = weight.shape[0]
     vectors = tuple(h.new_empty((e,)) for _ in range(3))  # bias, ln_weight, ln_bias grads
     return (torch.empty_like(h, memory_format=torch.contiguous_format), keys.new_empty(keys.shape),
