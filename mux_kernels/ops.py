@@ -90,7 +90,7 @@ def _multiplex_backward_fake(grad_out, x, weight, scale):
     checks.check_multiplex(x, weight)
     G, _, L, d = x.shape
     checks.check_grad_out(grad_out, x, "x", (G, L, d), "(G, L, d)")
-    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("mux::multiplex_embeddings")
@@ -107,7 +107,7 @@ def _multiplex_embeddings_backward_fake(
     checks.check_multiplex_embeddings(ids, token_type_ids, word, pos, type_, ln_weight, ln_bias, weight)
     G, _, L = ids.shape
     checks.check_grad_out(grad_out, word, "word", (G, L, word.shape[1]), "(G, L, d)")
-    return tuple(torch.empty_like(t) for t in (word, pos, type_, ln_weight, ln_bias, weight))
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (word, pos, type_, ln_weight, ln_bias, weight))
 
 
 @torch.library.register_fake("mux::demultiplex")
@@ -125,7 +125,7 @@ def _demultiplex_backward_fake(grad_out, h, keys, weight, bias, ln_weight, ln_bi
     e = weight.shape[0]
     vectors = tuple(h.new_empty((e,)) for _ in range(3))  # bias, ln_weight, ln_bias grads
     return (torch.empty_like(h, memory_format=torch.contiguous_format), keys.new_empty(keys.shape),
-            torch.empty_like(weight)) + vectors
+            torch.empty_like(weight, memory_format=torch.contiguous_format)) + vectors
 
 
 # ----------------------------------------------------------------------------------------------
