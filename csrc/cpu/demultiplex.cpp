@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../no_autocast.h"
 #include "../outputs.h"
 #include "row_ops.h"
 
@@ -64,6 +65,7 @@ struct Projections {
 at::Tensor demultiplex_cpu(const at::Tensor& h, const at::Tensor& keys, const at::Tensor& weight,
                            const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& ln_weight,
                            const std::optional<at::Tensor>& ln_bias, double eps) {
+  MUX_NO_AUTOCAST();
   check_demultiplex_args(h, keys, weight, bias, ln_weight, ln_bias);
   const int64_t G = h.size(0), N = keys.size(-2), L = h.size(1), e = weight.size(0);
   auto out = new_output({G, N, L, e}, h.options());
@@ -103,6 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& grad_out, const at::Tensor& h, const at::Tensor& keys, const at::Tensor& weight,
     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& ln_weight,
     const std::optional<at::Tensor>& ln_bias, double eps) {
+  MUX_NO_AUTOCAST();
   check_demultiplex_args(h, keys, weight, bias, ln_weight, ln_bias);
   const int64_t G = h.size(0), N = keys.size(-2), L = h.size(1), d = h.size(2), e = weight.size(0);
   check_same(grad_out, h, "grad_out", "h");

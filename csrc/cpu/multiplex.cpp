@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../no_autocast.h"
 #include "../outputs.h"
 #include "row_ops.h"
 
@@ -27,6 +28,7 @@ at::Tensor instances_as_columns(const at::Tensor& x) {
 }
 
 at::Tensor multiplex_cpu(const at::Tensor& x, const at::Tensor& weight, double scale) {
+  MUX_NO_AUTOCAST();
   check_multiplex_args(x, weight);
   const auto G = x.size(0), N = x.size(1), L = x.size(2), d = x.size(3);
   const auto acc = acc_dtype(x.scalar_type());
@@ -62,6 +64,7 @@ at::Tensor multiplex_cpu(const at::Tensor& x, const at::Tensor& weight, double s
 
 std::tuple<at::Tensor, at::Tensor> multiplex_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x,
                                                           const at::Tensor& weight, double scale) {
+  MUX_NO_AUTOCAST();
   check_multiplex_args(x, weight);
   const auto G = x.size(0), N = x.size(1), L = x.size(2), d = x.size(3);
   check_same(grad_out, x, "grad_out", "x");

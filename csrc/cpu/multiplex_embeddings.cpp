@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../no_autocast.h"
 #include "../outputs.h"
 #include "row_ops.h"
 
@@ -96,10 +97,26 @@ struct RowMixer {
 
 at::Tensor as_long(const at::Tensor& t) { return t.to(at::kLong).contiguous(); }
 
+// table[index[r]] += rows[r] for every row r (both in the accumulation dtype, contiguous). Threads
+// split the columns, not the rows, so no two write one element: no atomics, a fixed summation order
+// (reproducible results), and no per-row dispatch as in index_add_.
+void scatter_add_rows(at::Tensor& table, const at::Tensor& index, const at::Tensor& rows) {
+  const int64_t R = rows.size(0), d = rows.size(1);
+  AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "mux_scatter_add_rows", [&] {
+    const int64_t* idx = index.const_data_ptr<int64_t>();
+    const scalar_t* src = rows.const_data_ptr<scalar_t>();
+    scalar_t* dst = table.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, d, 64, [&](int64_t c0, int64_t c1) {
+      for (int64_t r = 0; r < R; ++r) row_add(dst + idx[r] * d + c0, src + r * d + c0, c1 - c0);
+    });
+  });
+}
+
 at::Tensor multiplex_embeddings_cpu(const at::Tensor& ids, const std::optional<at::Tensor>& token_type_ids,
                                     const at::Tensor& word, const at::Tensor& pos, const at::Tensor& type,
                                     const at::Tensor& ln_weight, const at::Tensor& ln_bias,
                                     const at::Tensor& weight, double scale, double eps) {
+  MUX_NO_AUTOCAST();
   check_embedding_args(ids, token_type_ids, word, pos, type, ln_weight, ln_bias, weight);
   const int64_t G = ids.size(0), N = ids.size(1), L = ids.size(2), d = word.size(1);
   auto out = new_output({G, L, d}, word.options());
@@ -134,6 +151,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& grad_out, const at::Tensor& ids, const std::optional<at::Tensor>& token_type_ids,
     const at::Tensor& word, const at::Tensor& pos, const at::Tensor& type, const at::Tensor& ln_weight,
     const at::Tensor& ln_bias, const at::Tensor& weight, double scale, double eps) {
+  MUX_NO_AUTOCAST();
   check_embedding_args(ids, token_type_ids, word, pos, type, ln_weight, ln_bias, weight);
   const int64_t G = ids.size(0), N = ids.size(1), L = ids.size(2), d = word.size(1);
   check_same(grad_out, word, "grad_out", "word");
@@ -145,13 +163,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto tts_l = token_type_ids ? as_long(*token_type_ids) : at::Tensor();
   const auto word_rows = word.stride(1) == 1 ? word : word.contiguous();
   const auto goc = grad_out.contiguous();
-  // Gradients w.r.t. each instance's first-LayerNorm input (scattered into the tables afterwards)
-  // and w.r.t. the second embedding pass input.
+  // Gradients w.r.t. each instance's first-LayerNorm input, scattered into the word table afterwards.
+  // Position and token-type gradients (small tables) sum into per-chunk partials in the same pass.
   auto grad_rows = new_output({G, N, L, d}, acc);
-  auto grad_mix = new_output({G, L, d}, acc);
-  const int64_t rows = G * L, chunks = num_chunks(rows);
+  const int64_t rows = G * L, chunks = num_chunks(rows), types = type.size(0);
   auto partial_ln_w = at::zeros({chunks, d}, acc), partial_ln_b = at::zeros({chunks, d}, acc);
   auto partial_w = at::zeros({chunks, N, d}, acc);
+  auto partial_pos = at::zeros({chunks, L, d}, acc), partial_type = at::zeros({chunks, types, d}, acc);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, word.scalar_type(), "mux_multiplex_embeddings_bwd", [&] {
     using acc_t = acc_type<scalar_t>;
     const RowMixer<scalar_t> mixer{word_rows.const_data_ptr<scalar_t>(), word_rows.stride(0),
@@ -162,13 +180,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const acc_t* ln_b = tables.ln_b.const_data_ptr<acc_t>();
     const acc_t* w = tables.weight.const_data_ptr<acc_t>();
     const scalar_t* gp = goc.const_data_ptr<scalar_t>();
+    const int64_t* tts = tts_l.defined() ? tts_l.const_data_ptr<int64_t>() : nullptr;
     acc_t* grow = grad_rows.mutable_data_ptr<acc_t>();
-    acc_t* gmix = grad_mix.mutable_data_ptr<acc_t>();
     parallel_chunks(rows, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
-      std::vector<acc_t> xhat(N * d), rstd(N), mix(d), buf(d), e(d), de(d);
+      std::vector<acc_t> xhat(N * d), rstd(N), mix(d), buf(d), e(d), de(d), dm(d);
       acc_t* dln_w = partial_ln_w.mutable_data_ptr<acc_t>() + c * d;
       acc_t* dln_b = partial_ln_b.mutable_data_ptr<acc_t>() + c * d;
       acc_t* dw = partial_w.mutable_data_ptr<acc_t>() + c * N * d;
+      acc_t* dpos = partial_pos.mutable_data_ptr<acc_t>() + c * L * d;
+      acc_t* dtype = partial_type.mutable_data_ptr<acc_t>() + c * types * d;
       acc_t rstd_final;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t g = r / L, l = r % L;
@@ -177,38 +197,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         const acc_t* go = as_acc(gp + r * d, buf.data(), d);
         row_fma(dln_w, go, mix.data(), d);
         row_add(dln_b, go, d);
-        acc_t* dm = gmix + r * d;
         for (int64_t k = 0; k < d; ++k) dm[k] = go[k] * ln_w[k];
-        layer_norm_backward_row(dm, mix.data(), rstd_final, dm, d);
+        layer_norm_backward_row(dm.data(), mix.data(), rstd_final, dm.data(), d);
+        row_add(dpos + l * d, dm.data(), d);
+        row_add(dtype, dm.data(), d);  // the second pass adds type[0]
         // Mix and first LayerNorm of every instance.
         for (int64_t i = 0; i < N; ++i) {
           const acc_t* x = xhat.data() + i * d;
           affine_row(x, ln_w, ln_b, e.data(), d);
-          row_fma(dw + i * d, dm, e.data(), d);
+          row_fma(dw + i * d, dm.data(), e.data(), d);
           for (int64_t k = 0; k < d; ++k) de[k] = static_cast<acc_t>(scale) * dm[k] * w[i * d + k];
           row_fma(dln_w, de.data(), x, d);
           row_add(dln_b, de.data(), d);
-          acc_t* dx = grow + ((g * N + i) * L + l) * d;
+          const int64_t idx = (g * N + i) * L + l;
+          acc_t* dx = grow + idx * d;
           for (int64_t k = 0; k < d; ++k) dx[k] = de[k] * ln_w[k];
           layer_norm_backward_row(dx, x, rstd[i], dx, d);
+          row_add(dpos + l * d, dx, d);
+          row_add(dtype + (tts ? tts[idx] : 0) * d, dx, d);
         }
       }
     });
   });
   const auto flat_rows = grad_rows.view({G * N * L, d});  // not {-1, d}: d may be 0
-  auto grad_word = at::zeros({word.size(0), d}, acc).index_add_(0, ids_l.view(-1), flat_rows);
+  auto grad_word = at::zeros({word.size(0), d}, acc);
+  scatter_add_rows(grad_word, ids_l, flat_rows);
   auto grad_pos = at::zeros({pos.size(0), d}, acc);
-  grad_pos.narrow(0, 0, L).add_(grad_rows.sum({0, 1})).add_(grad_mix.sum(0));
-  auto grad_type = at::zeros({type.size(0), d}, acc);
-  if (tts_l.defined()) {
-    grad_type.index_add_(0, tts_l.view(-1), flat_rows);
-  } else {
-    grad_type[0].add_(flat_rows.sum(0));
-  }
-  grad_type[0].add_(grad_mix.view({G * L, d}).sum(0));
+  grad_pos.narrow(0, 0, L).copy_(partial_pos.sum(0));
   auto grad_weight = partial_w.sum(0).mul_(scale);
   const auto dtype = word.scalar_type();
-  return {grad_word.to(dtype),           grad_pos.to(dtype),          grad_type.to(dtype),
+  return {grad_word.to(dtype),           grad_pos.to(dtype),          partial_type.sum(0).to(dtype),
           partial_ln_w.sum(0).to(dtype), partial_ln_b.sum(0).to(dtype), grad_weight.to(dtype)};
 }
 
