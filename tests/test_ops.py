@@ -364,3 +364,19 @@ BAD_INPUTS = [
 def test_bad_input_names_the_argument(op, match, args):
     with pytest.raises(RuntimeError, match=match):
         op(*args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ops_compute_in_their_input_dtype_under_autocast(device):
+    """Autocast must not recast the GEMMs inside a kernel: fp32 inputs give the fp32 answer."""
+    shape = (2, 3, 5, 16)
+    cases = [
+        (torch.ops.mux.multiplex, multiplex_inputs(shape, torch.float32, device, matrix=True)),
+        (torch.ops.mux.multiplex_embeddings, embedding_inputs(shape, torch.float32, device)),
+        (torch.ops.mux.demultiplex, demultiplex_inputs(shape, torch.float32, device)),
+    ]
+    for op, args in cases:
+        expected = op(*args)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = op(*args)
+        assert_close(out, expected, f"{op} under autocast")

@@ -18,7 +18,6 @@ from .. import ops
 from ..nn.bert_layer import additive_attention_mask
 from ..nn.grouping import group_instances, multiplexed_attention_mask, pad_rows, rows_to_pad
 from ..nn.multiplexers import HadamardMultiplexer
-from ..nn.op_inputs import autocast_off
 from .bert import BertBackbone
 from .components import build_multiplexer, index_prefix
 from .config import MuxBertConfig
@@ -177,17 +176,16 @@ class MuxBertModel(nn.Module):
         word = embeddings.word_embeddings.weight
         if word.requires_grad and torch.is_grad_enabled():
             word = _without_pad_row_gradient(word, self.config.pad_token_id)
-        with autocast_off(word):
-            muxed = ops.multiplex_embeddings(
-                group_instances(ids, N),
-                word,
-                embeddings.position_embeddings.weight,
-                embeddings.token_type_embeddings.weight,
-                embeddings.LayerNorm.weight,
-                embeddings.LayerNorm.bias,
-                self.multiplexer.instance_embedding.to(word.dtype),
-                token_type_ids=None if token_type_ids is None else group_instances(token_type_ids, N),
-                scale=self.multiplexer.scale,
-                eps=embeddings.LayerNorm.eps,
-            )
+        muxed = ops.multiplex_embeddings(
+            group_instances(ids, N),
+            word,
+            embeddings.position_embeddings.weight,
+            embeddings.token_type_embeddings.weight,
+            embeddings.LayerNorm.weight,
+            embeddings.LayerNorm.bias,
+            self.multiplexer.instance_embedding.to(word.dtype),
+            token_type_ids=None if token_type_ids is None else group_instances(token_type_ids, N),
+            scale=self.multiplexer.scale,
+            eps=embeddings.LayerNorm.eps,
+        )
         return embeddings.dropout(muxed)

@@ -11,7 +11,6 @@ from .. import ops
 from .bert_layer import BertLayer, additive_attention_mask
 from .grouping import as_groups
 from .mixing_vectors import gaussian_vectors
-from .op_inputs import autocast_off
 
 
 class ContextualMultiplexer(nn.Module):
@@ -84,6 +83,5 @@ class ContextualMultiplexer(nn.Module):
             instance_mask = attention_mask.view(G, N, L).transpose(1, 2).reshape(G * L, N)
         across = self.muxing_attention_2(tagged, additive_attention_mask(instance_mask, tagged.dtype))
         # mean_i(A2_i + Gt_i): the Gt half is exactly the Hadamard mix of A1, one fused op.
-        with autocast_off(contextual):
-            tagged_mean = ops.multiplex(contextual, vectors, 1.0 / N)
+        tagged_mean = ops.multiplex(contextual, vectors, 1.0 / N)
         return across.view(G, L, N, d).mean(dim=2).to(tagged_mean.dtype) + tagged_mean

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import ops
-from .op_inputs import autocast_off, cast
+from .op_inputs import cast
 
 
 class KeyedDemultiplexer(nn.Module):
@@ -38,16 +38,15 @@ class KeyedDemultiplexer(nn.Module):
     def _demultiplex(self, h: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         dense, norm = self.first_layer()
         dtype = h.dtype
-        with autocast_off(h):
-            return ops.demultiplex(
-                h,
-                keys.to(dtype),
-                dense.weight.to(dtype),
-                cast(dense.bias, dtype),
-                cast(norm.weight if norm is not None else None, dtype),
-                cast(norm.bias if norm is not None else None, dtype),
-                norm.eps if norm is not None else 1e-12,
-            )
+        return ops.demultiplex(
+            h,
+            keys.to(dtype),
+            dense.weight.to(dtype),
+            cast(dense.bias, dtype),
+            cast(norm.weight if norm is not None else None, dtype),
+            cast(norm.bias if norm is not None else None, dtype),
+            norm.eps if norm is not None else 1e-12,
+        )
 
     def forward(self, h: torch.Tensor, positions: slice = slice(None)) -> torch.Tensor:
         """``h (G, L, d)`` encoder output; returns every instance at ``h[:, positions]``: ``(G, N, P, e)``."""

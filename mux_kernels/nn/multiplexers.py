@@ -15,7 +15,6 @@ from torch import nn
 from .. import ops
 from .grouping import as_groups
 from .mixing_vectors import binary_chunk_masks, gaussian_vectors, low_rank_orthogonal_matrices, orthogonal_matrices
-from .op_inputs import autocast_off
 
 
 class Multiplexer(nn.Module):
@@ -33,8 +32,7 @@ class Multiplexer(nn.Module):
         """Mix the N instances of every group. The masks are accepted for an interface shared with
         ``ContextualMultiplexer``; a non-contextual mix does not depend on them."""
         x = as_groups(x, self.num_instances)
-        with autocast_off(x):
-            return ops.multiplex(x, self.instance_embedding.to(x.dtype), self.scale)
+        return ops.multiplex(x, self.instance_embedding.to(x.dtype), self.scale)
 
 
 class HadamardMultiplexer(Multiplexer):

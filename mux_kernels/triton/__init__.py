@@ -7,6 +7,7 @@ TRITON_INTERPRET=1 (see mux_kernels.backend).
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -23,6 +24,18 @@ LAUNCHERS = {
 }
 
 
+def _without_autocast(launcher, device_type: str):
+    """Autocast stays on while a custom op without an autocast kernel runs; the launchers' own torch
+    GEMMs (key projections, weight gradients) must keep the dtypes the launcher chose."""
+
+    @functools.wraps(launcher)
+    def run(*args):
+        with torch.autocast(device_type, enabled=False):
+            return launcher(*args)
+
+    return run
+
+
 def register(device_type: str) -> None:
     """Registers the Triton launcher of every mux op as its kernel for ``device_type``."""
     with warnings.catch_warnings():
@@ -31,4 +44,4 @@ def register(device_type: str) -> None:
             "ignore", message=r"(?s).*Overriding a previously registered kernel", category=UserWarning
         )
         for name, launcher in LAUNCHERS.items():
-            torch.library.register_kernel(name, device_type, launcher)
+            torch.library.register_kernel(name, device_type, _without_autocast(launcher, device_type))
