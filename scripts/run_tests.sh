@@ -14,7 +14,8 @@ echo "== C++ backend: all tests"
 python -m pytest -q -m "not slow" "$@"
 
 echo "== Triton backend: op tests"
-MUX_KERNELS_BACKEND=triton python -m pytest -q -m "not slow" tests/test_ops.py tests/test_triton.py
+MUX_KERNELS_BACKEND=triton python -m pytest -q -m "not slow" tests/test_ops.py tests/test_triton.py \
+    tests/test_hardening.py tests/test_properties.py
 
 echo "== libtorch build (CMake) + ctest"
 cmake -S . -B cmake-build -DCMAKE_PREFIX_PATH="$(python -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" > /dev/null
