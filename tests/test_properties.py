@@ -239,6 +239,9 @@ def test_multiplex_embeddings_matches_reference(data, dtype, G, N, L, extra_pos,
 def test_demultiplex_matches_reference(data, dtype, G, N, L, d, e, keys_kind, bias, ln, eps, seed, n_threads):
     if keys_kind == "prefix":
         assume(N <= L)  # keys = h[:, :N], the index-prefix demux
+    # A LayerNorm over e = 2 features outputs +-1 whatever its input: its input gradient is exactly 0
+    # and any computed value is rounding noise times rstd (up to 1/sqrt(eps)), in kernel and reference.
+    assume(ln == "none" or e >= 3)
     gen = torch.Generator().manual_seed(seed)
     args = {
         "h": _randn((G, L, d), dtype, gen),
