@@ -47,17 +47,40 @@ void check_embedding_args(const at::Tensor& ids, const std::optional<at::Tensor>
   }
 }
 
-// The small tables, as rows in the accumulation dtype: positions 0..L-1, token types, LayerNorm
-// affine, mix vectors.
-struct Tables {
-  at::Tensor pos, type, ln_w, ln_b, weight;
-  Tables(const at::Tensor& pos_, const at::Tensor& type_, const at::Tensor& ln_w_, const at::Tensor& ln_b_,
-         const at::Tensor& weight_, int64_t L, at::ScalarType acc)
-      : pos(pos_.narrow(0, 0, L).to(acc).contiguous()),
-        type(type_.to(acc).contiguous()),
-        ln_w(ln_w_.to(acc).contiguous()),
-        ln_b(ln_b_.to(acc).contiguous()),
-        weight(weight_.to(acc).contiguous()) {}
+template <typename scalar_t, typename acc_t>
+struct RowMixer;
+
+// What forward and backward both read: the small tables as rows in the accumulation dtype
+// (positions 0..L-1, token types, LayerNorm affine, mix vectors), the ids as int64, and the word
+// table with unit column stride.
+struct EmbeddingInputs {
+  at::Tensor ids, tts, word, pos, type, ln_w, ln_b, weight;
+  int64_t N, L, d;
+
+  EmbeddingInputs(const at::Tensor& ids_, const std::optional<at::Tensor>& tts_, const at::Tensor& word_,
+                  const at::Tensor& pos_, const at::Tensor& type_, const at::Tensor& ln_w_, const at::Tensor& ln_b_,
+                  const at::Tensor& weight_)
+      : ids(ids_.to(at::kLong).contiguous()),
+        tts(tts_ ? tts_->to(at::kLong).contiguous() : at::Tensor()),
+        word(word_.stride(1) == 1 ? word_ : word_.contiguous()),
+        N(ids_.size(1)),
+        L(ids_.size(2)),
+        d(word_.size(1)) {
+    const auto acc = acc_dtype(word_.scalar_type());
+    pos = pos_.narrow(0, 0, L).to(acc).contiguous();
+    type = type_.to(acc).contiguous();
+    ln_w = ln_w_.to(acc).contiguous();
+    ln_b = ln_b_.to(acc).contiguous();
+    weight = weight_.to(acc).contiguous();
+  }
+
+  const int64_t* token_types() const { return tts.defined() ? tts.const_data_ptr<int64_t>() : nullptr; }
+
+  template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
+  RowMixer<scalar_t, acc_t> mixer(double scale, double eps) const {
+    return {word.const_data_ptr<scalar_t>(), word.stride(0), *this, static_cast<acc_t>(scale),
+            static_cast<acc_t>(eps)};
+  }
 };
 
 // Per-(g, l) recomputation shared by forward and backward: fills xhat (N x d, the normalised
@@ -67,14 +90,14 @@ template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
 struct RowMixer {
   const scalar_t* word;
   int64_t word_stride;
-  const int64_t* ids;
-  const int64_t* tts;  // nullptr: all type 0
-  const Tables& t;
-  int64_t N, L, d;
+  const EmbeddingInputs& t;
   acc_t scale, eps;
 
   void operator()(int64_t g, int64_t l, acc_t* xhat, acc_t* rstd, acc_t* mix, acc_t& rstd_final,
                   std::vector<acc_t>& buf) const {
+    const int64_t N = t.N, L = t.L, d = t.d;
+    const int64_t* ids = t.ids.const_data_ptr<int64_t>();
+    const int64_t* tts = t.token_types();  // nullptr: all type 0
     const acc_t* pos = t.pos.const_data_ptr<acc_t>() + l * d;
     const acc_t* type = t.type.const_data_ptr<acc_t>();
     const acc_t* ln_w = t.ln_w.const_data_ptr<acc_t>();
@@ -94,8 +117,6 @@ struct RowMixer {
     rstd_final = layer_norm_row(mix, d, eps);
   }
 };
-
-at::Tensor as_long(const at::Tensor& t) { return t.to(at::kLong).contiguous(); }
 
 // table[index[r]] += rows[r] for every row r (both in the accumulation dtype, contiguous). Threads
 // split the columns, not the rows, so no two write one element: no atomics, a fixed summation order
@@ -121,18 +142,12 @@ at::Tensor multiplex_embeddings_cpu(const at::Tensor& ids, const std::optional<a
   const int64_t G = ids.size(0), N = ids.size(1), L = ids.size(2), d = word.size(1);
   auto out = new_output({G, L, d}, word.options());
   if (out.numel() == 0) return out;
-  const Tables tables(pos, type, ln_weight, ln_bias, weight, L, acc_dtype(word.scalar_type()));
-  const auto ids_l = as_long(ids);
-  const auto tts_l = token_type_ids ? as_long(*token_type_ids) : at::Tensor();
-  const auto word_rows = word.stride(1) == 1 ? word : word.contiguous();
+  const EmbeddingInputs in(ids, token_type_ids, word, pos, type, ln_weight, ln_bias, weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, word.scalar_type(), "mux_multiplex_embeddings_cpu", [&] {
     using acc_t = acc_type<scalar_t>;
-    const RowMixer<scalar_t> mixer{word_rows.const_data_ptr<scalar_t>(), word_rows.stride(0),
-                                   ids_l.const_data_ptr<int64_t>(),
-                                   tts_l.defined() ? tts_l.const_data_ptr<int64_t>() : nullptr,
-                                   tables, N, L, d, static_cast<acc_t>(scale), static_cast<acc_t>(eps)};
-    const acc_t* ln_w = tables.ln_w.const_data_ptr<acc_t>();
-    const acc_t* ln_b = tables.ln_b.const_data_ptr<acc_t>();
+    const auto mixer = in.mixer<scalar_t>(scale, eps);
+    const acc_t* ln_w = in.ln_w.const_data_ptr<acc_t>();
+    const acc_t* ln_b = in.ln_b.const_data_ptr<acc_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, G * L, grain_rows(N * d), [&](int64_t r0, int64_t r1) {
       std::vector<acc_t> xhat(N * d), rstd(N), mix(d), buf(d);
@@ -158,10 +173,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({G, L, d}), "grad_out must have shape (G, L, d) = (", G, ", ", L,
               ", ", d, "), got ", grad_out.sizes());
   const auto acc = word.options().dtype(acc_dtype(word.scalar_type()));
-  const Tables tables(pos, type, ln_weight, ln_bias, weight, L, acc.dtype().toScalarType());
-  const auto ids_l = as_long(ids);
-  const auto tts_l = token_type_ids ? as_long(*token_type_ids) : at::Tensor();
-  const auto word_rows = word.stride(1) == 1 ? word : word.contiguous();
+  const EmbeddingInputs in(ids, token_type_ids, word, pos, type, ln_weight, ln_bias, weight);
   const auto goc = grad_out.contiguous();
   // Gradients w.r.t. each instance's first-LayerNorm input, scattered into the word table afterwards.
   // Position and token-type gradients (small tables) sum into per-chunk partials in the same pass.
@@ -172,15 +184,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto partial_pos = at::zeros({chunks, L, d}, acc), partial_type = at::zeros({chunks, types, d}, acc);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, word.scalar_type(), "mux_multiplex_embeddings_bwd", [&] {
     using acc_t = acc_type<scalar_t>;
-    const RowMixer<scalar_t> mixer{word_rows.const_data_ptr<scalar_t>(), word_rows.stride(0),
-                                   ids_l.const_data_ptr<int64_t>(),
-                                   tts_l.defined() ? tts_l.const_data_ptr<int64_t>() : nullptr,
-                                   tables, N, L, d, static_cast<acc_t>(scale), static_cast<acc_t>(eps)};
-    const acc_t* ln_w = tables.ln_w.const_data_ptr<acc_t>();
-    const acc_t* ln_b = tables.ln_b.const_data_ptr<acc_t>();
-    const acc_t* w = tables.weight.const_data_ptr<acc_t>();
+    const auto mixer = in.mixer<scalar_t>(scale, eps);
+    const acc_t* ln_w = in.ln_w.const_data_ptr<acc_t>();
+    const acc_t* ln_b = in.ln_b.const_data_ptr<acc_t>();
+    const acc_t* w = in.weight.const_data_ptr<acc_t>();
     const scalar_t* gp = goc.const_data_ptr<scalar_t>();
-    const int64_t* tts = tts_l.defined() ? tts_l.const_data_ptr<int64_t>() : nullptr;
+    const int64_t* tts = in.token_types();
     acc_t* grow = grad_rows.mutable_data_ptr<acc_t>();
     parallel_chunks(rows, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
       std::vector<acc_t> xhat(N * d), rstd(N), mix(d), buf(d), e(d), de(d), dm(d);
@@ -221,7 +230,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   });
   const auto flat_rows = grad_rows.view({G * N * L, d});  // not {-1, d}: d may be 0
   auto grad_word = at::zeros({word.size(0), d}, acc);
-  scatter_add_rows(grad_word, ids_l, flat_rows);
+  scatter_add_rows(grad_word, in.ids, flat_rows);
   auto grad_pos = at::zeros({pos.size(0), d}, acc);
   grad_pos.narrow(0, 0, L).copy_(partial_pos.sum(0));
   auto grad_weight = partial_w.sum(0).mul_(scale);
