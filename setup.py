@@ -22,15 +22,20 @@ except ImportError as exc:  # pragma: no cover - explains the one setup mistake 
 
 
 def cpu_flags() -> list[str]:
-    """-O3, plus AVX2/FMA code for at::vec when the build machine has them (MUX_KERNELS_NO_AVX2=1 opts out)."""
+    """-O3, plus the widest at::vec code the build machine runs (AVX-512, else AVX2+FMA), as ATen
+    picks at run time; MUX_KERNELS_NO_AVX2=1 builds portable code instead."""
     flags = ["-O3", "-std=c++17"]
-    if platform.machine() in ("x86_64", "AMD64") and not os.environ.get("MUX_KERNELS_NO_AVX2"):
-        try:
-            cpuinfo = open("/proc/cpuinfo").read().split()
-        except OSError:
-            cpuinfo = []
-        if {"avx2", "fma", "f16c"} <= set(cpuinfo):
-            flags += ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    if platform.machine() not in ("x86_64", "AMD64") or os.environ.get("MUX_KERNELS_NO_AVX2"):
+        return flags
+    try:
+        cpu = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return flags
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma", "f16c"} <= cpu:
+        return flags + ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+                        "-DCPU_CAPABILITY_AVX512", "-DCPU_CAPABILITY=AVX512"]
+    if {"avx2", "fma", "f16c"} <= cpu:
+        return flags + ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
     return flags
 
 
