@@ -217,6 +217,17 @@ def test_finetune_from_the_primed_checkpoint(workspace, primed, task, dataset):
     assert reloaded.config.num_instances == 2 and reloaded.config.retrieval_loss_coeff == 0.1
 
 
+def test_a_checkpoint_primed_at_one_n_starts_another(primed):
+    """Curriculum over N: all but the N-shaped tensors come from the N = 2 checkpoint."""
+    before = from_pretrained(primed).state_dict()
+    model = load_model("prime", init=primed, num_instances=3)
+    after = model.state_dict()
+    assert model.config.num_instances == 3 and after["multiplexer.instance_embedding"].shape[0] == 3
+    shared = [k for k in before if before[k].shape == after[k].shape]
+    assert len(shared) == len(before) - 2
+    assert all(torch.equal(before[k], after[k]) for k in shared)
+
+
 def test_bf16_autocast_and_gradient_accumulation_run(workspace):
     output = workspace["root"] / "bf16"
     run_training(_parse(_train_argv(

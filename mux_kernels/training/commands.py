@@ -21,7 +21,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     start = parser.add_mutually_exclusive_group(required=True)
     start.add_argument("--init", type=Path, help="MUX-BERT checkpoint of the previous stage (save_pretrained dir)")
     start.add_argument("--init-bert", type=Path, help="plain BERT checkpoint dir, e.g. the MiniLM model dir")
-    parser.add_argument("--num-instances", type=int, help="N (required with --init-bert; checked with --init)")
+    parser.add_argument("--num-instances", type=int,
+                        help="N (default 1 with --init-bert; with --init, the checkpoint's N, and a different N "
+                             "is a curriculum step: the N-shaped tensors start fresh)")
     parser.add_argument("--task", choices=tuple(TASKS), default="sequence", help="finetune: the head")
     parser.add_argument("--num-labels", type=int, default=2, help="finetune: classes")
     parser.add_argument("--data-dir", type=Path, required=True, help="prepare-data output (or same layout)")

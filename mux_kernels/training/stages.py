@@ -42,17 +42,19 @@ def load_model(
 ):
     """A stage's model from a previous stage's checkpoint (``init``) or a plain BERT one (``init_bert``).
 
-    Heads a checkpoint lacks (the classifier after priming, say) start fresh and are logged.
+    Heads a checkpoint lacks (the classifier after priming, say) start fresh and are logged. With
+    ``init``, a ``num_instances`` other than the checkpoint's is a curriculum step over N: everything
+    is loaded except the N-shaped tensors (the instance embeddings and keys), which start fresh.
     """
     cls = model_class(stage, task)
     if (init is None) == (init_bert is None):
         raise ValueError("give exactly one of init (a MUX-BERT checkpoint) and init_bert (a plain BERT checkpoint)")
     if init_bert is not None:
         return from_bert(init_bert, model_class=cls, num_instances=num_instances or 1, **config_overrides)
+    if num_instances is not None:
+        config_overrides["num_instances"] = num_instances
     model, info = from_pretrained(init, model_class=cls, strict=False, output_loading_info=True, **config_overrides)
-    if num_instances is not None and model.config.num_instances != num_instances:
-        raise ValueError(f"{init} has num_instances={model.config.num_instances}, not {num_instances}")
-    if info.missing_keys:
+    if info.missing_keys:  # mismatched shapes are listed here too
         logger.info("%s: starting fresh %s", init, info.missing_keys)
     return model
 
