@@ -39,17 +39,26 @@ def cpu_flags() -> list[str]:
     return flags
 
 
+def openmp_flags() -> list[str]:
+    """at::parallel_for is an inline template over `#pragma omp parallel` (ATen's OpenMP backend): an
+    extension compiled without -fopenmp runs every parallel_for on one thread. With it, the .so needs
+    libgomp.so.1, which resolves to the copy torch has already loaded."""
+    return ["-fopenmp"] if platform.system() == "Linux" else []
+
+
 def extension():
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     use_cuda = (
         torch.version.cuda is not None and CUDA_HOME is not None and not os.environ.get("MUX_KERNELS_FORCE_CPU")
     )
-    cxx = cpu_flags()
+    cxx = cpu_flags() + openmp_flags()
+    link = openmp_flags()
     if use_cuda:
         # CUDA kernels are Triton (registered from Python); .cu sources, when present, build here.
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
-        return CUDAExtension("mux_kernels._C", sources, extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]})
-    return CppExtension("mux_kernels._C", sources, extra_compile_args={"cxx": cxx})
+        return CUDAExtension("mux_kernels._C", sources, extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
+                             extra_link_args=link)
+    return CppExtension("mux_kernels._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link)
 
 
 setup(

@@ -72,28 +72,40 @@ at::Tensor demultiplex_cpu(const at::Tensor& h, const at::Tensor& keys, const at
   if (out.numel() == 0) return out;
   const Projections p(h, keys, weight, bias);
   const auto acc = acc_dtype(h.scalar_type());
+  // Without ln_bias the LayerNorm adds zeros.
   const auto ln_w = ln_weight ? ln_weight->to(acc).contiguous() : at::Tensor();
-  const auto ln_b = ln_bias ? ln_bias->to(acc).contiguous() : at::Tensor();
+  const auto ln_b = ln_bias ? ln_bias->to(acc).contiguous() : at::zeros({e}, h.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, h.scalar_type(), "mux_demultiplex_cpu", [&] {
     using acc_t = acc_type<scalar_t>;
     const acc_t* P = p.P.const_data_ptr<acc_t>();
     const acc_t* K = p.K.const_data_ptr<acc_t>();
     const acc_t* lw = ln_w.defined() ? ln_w.const_data_ptr<acc_t>() : nullptr;
-    const acc_t* lb = ln_b.defined() ? ln_b.const_data_ptr<acc_t>() : nullptr;
+    const acc_t* lb = ln_b.const_data_ptr<acc_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, G * L, grain_rows(N * e), [&](int64_t r0, int64_t r1) {
-      std::vector<acc_t> z(e);
+      std::vector<acc_t> a(e);  // GELU output of one row, for the LayerNorm's second and third passes
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t g = r / L, l = r % L;
+        const acc_t* pr = P + r * e;
         for (int64_t i = 0; i < N; ++i) {
           const acc_t* k = K + p.key_row(g, i) * e;
-          for (int64_t c = 0; c < e; ++c) z[c] = P[r * e + c] + k[c];
-          gelu_row(z.data(), z.data(), e);
-          if (ln_w.defined()) {
-            layer_norm_row(z.data(), e, static_cast<acc_t>(eps));
-            affine_row(z.data(), lw, lb, z.data(), e);
+          scalar_t* o = op + ((g * N + i) * L + l) * e;
+          const auto activation = [&](int64_t c, int64_t count) {
+            return gelu(Vec<acc_t>::loadu(pr + c, count) + Vec<acc_t>::loadu(k + c, count));
+          };
+          if (!lw) {
+            for_each_vec<acc_t>(e, [&](int64_t c, int64_t count) { store_acc(activation(c, count), o + c, count); });
+            continue;
           }
-          store_from_acc(z.data(), op + ((g * N + i) * L + l) * e, e);
+          Vec<acc_t> sum(acc_t(0));
+          for_each_vec<acc_t>(e, [&](int64_t c, int64_t count) {
+            const auto v = activation(c, count);
+            v.store(a.data() + c, count);
+            sum += head(v, count);
+          });
+          const acc_t mean = reduce_add(sum) / static_cast<acc_t>(e);
+          const acc_t rstd = row_rstd(a.data(), e, mean, static_cast<acc_t>(eps));
+          layer_norm_store(a.data(), e, mean, rstd, lw, lb, o);
         }
       }
     });

@@ -1,8 +1,6 @@
 // mux::multiplex on the CPU: Hadamard mix in one pass over x; matrix mix as one GEMM with K = N*d.
 #include <torch/library.h>
 
-#include <vector>
-
 #include "../checks.h"
 #include "../no_autocast.h"
 #include "../outputs.h"
@@ -45,17 +43,18 @@ at::Tensor multiplex_cpu(const at::Tensor& x, const at::Tensor& weight, double s
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     const acc_t* wp = wf.const_data_ptr<acc_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    const int64_t plane = L * d;  // from one instance of a group to the next
+    const Vec<acc_t> vscale(static_cast<acc_t>(scale));
+    // Each output vector is summed over the N instances in a register and written once.
     at::parallel_for(0, G * L, grain_rows(N * d), [&](int64_t r0, int64_t r1) {
-      std::vector<acc_t> sum(d), buf(d);
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t g = r / L, l = r % L;
-        std::fill(sum.begin(), sum.end(), acc_t(0));
-        for (int64_t i = 0; i < N; ++i) {
-          const acc_t* row = as_acc(xp + ((g * N + i) * L + l) * d, buf.data(), d);
-          row_fma(sum.data(), row, wp + i * d, d);
-        }
-        for (int64_t k = 0; k < d; ++k) sum[k] *= static_cast<acc_t>(scale);
-        store_from_acc(sum.data(), op + r * d, d);
+        const scalar_t* x0 = xp + ((r / L) * N * L + r % L) * d;  // instance 0 of row r
+        for_each_vec<acc_t>(d, [&](int64_t k, int64_t count) {
+          Vec<acc_t> sum(acc_t(0));
+          for (int64_t i = 0; i < N; ++i)
+            sum = at::vec::fmadd(load_acc<acc_t>(x0 + i * plane + k, count), Vec<acc_t>::loadu(wp + i * d + k, count), sum);
+          store_acc(sum * vscale, op + r * d + k, count);
+        });
       }
     });
   });
@@ -91,19 +90,21 @@ std::tuple<at::Tensor, at::Tensor> multiplex_backward_cpu(const at::Tensor& grad
     const acc_t* wp = wf.const_data_ptr<acc_t>();
     scalar_t* gxp = grad_x.mutable_data_ptr<scalar_t>();
     acc_t* pw = partial_w.mutable_data_ptr<acc_t>();
+    const int64_t plane = L * d;
+    const Vec<acc_t> vscale(static_cast<acc_t>(scale));
     parallel_chunks(rows, chunks, [&](int64_t c, int64_t r0, int64_t r1) {
-      std::vector<acc_t> go(d), xbuf(d), gx(d);
       acc_t* dw = pw + c * N * d;
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t g = r / L, l = r % L;
-        const acc_t* gor = as_acc(gp + r * d, go.data(), d);
-        for (int64_t i = 0; i < N; ++i) {
-          const int64_t offset = ((g * N + i) * L + l) * d;
-          const acc_t* w = wp + i * d;
-          for (int64_t k = 0; k < d; ++k) gx[k] = static_cast<acc_t>(scale) * gor[k] * w[k];
-          store_from_acc(gx.data(), gxp + offset, d);
-          row_fma(dw + i * d, as_acc(xp + offset, xbuf.data(), d), gor, d);
-        }
+        const int64_t offset0 = ((r / L) * N * L + r % L) * d;  // instance 0 of row r
+        for_each_vec<acc_t>(d, [&](int64_t k, int64_t count) {
+          const auto go = load_acc<acc_t>(gp + r * d + k, count);
+          const auto scaled_go = go * vscale;
+          for (int64_t i = 0; i < N; ++i) {
+            const int64_t at_x = offset0 + i * plane + k, at_w = i * d + k;
+            store_acc(scaled_go * Vec<acc_t>::loadu(wp + at_w, count), gxp + at_x, count);
+            at::vec::fmadd(load_acc<acc_t>(xp + at_x, count), go, Vec<acc_t>::loadu(dw + at_w, count)).store(dw + at_w, count);
+          }
+        });
       }
     });
   });

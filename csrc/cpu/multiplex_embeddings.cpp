@@ -84,8 +84,8 @@ struct EmbeddingInputs {
 };
 
 // Per-(g, l) recomputation shared by forward and backward: fills xhat (N x d, the normalised
-// instance rows) and rstd (N), and returns in `mix` the normalised final row (xhat of the second
-// LayerNorm), with its rstd in `rstd_final`.
+// instance rows) and rstd (N), and leaves in `mix` the row that enters the second LayerNorm,
+// returning that LayerNorm's mean and rstd.
 template <typename scalar_t, typename acc_t = acc_type<scalar_t>>
 struct RowMixer {
   const scalar_t* word;
@@ -93,8 +93,7 @@ struct RowMixer {
   const EmbeddingInputs& t;
   acc_t scale, eps;
 
-  void operator()(int64_t g, int64_t l, acc_t* xhat, acc_t* rstd, acc_t* mix, acc_t& rstd_final,
-                  std::vector<acc_t>& buf) const {
+  std::pair<acc_t, acc_t> operator()(int64_t g, int64_t l, acc_t* xhat, acc_t* rstd, acc_t* mix) const {
     const int64_t N = t.N, L = t.L, d = t.d;
     const int64_t* ids = t.ids.const_data_ptr<int64_t>();
     const int64_t* tts = t.token_types();  // nullptr: all type 0
@@ -103,18 +102,38 @@ struct RowMixer {
     const acc_t* ln_w = t.ln_w.const_data_ptr<acc_t>();
     const acc_t* ln_b = t.ln_b.const_data_ptr<acc_t>();
     const acc_t* w = t.weight.const_data_ptr<acc_t>();
+    using V = Vec<acc_t>;
     std::fill(mix, mix + d, acc_t(0));
     for (int64_t i = 0; i < N; ++i) {
       const int64_t idx = (g * N + i) * L + l;
-      const acc_t* word_row = as_acc(word + ids[idx] * word_stride, buf.data(), d);
+      const scalar_t* word_row = word + ids[idx] * word_stride;
       const acc_t* type_row = type + (tts ? tts[idx] : 0) * d;
       acc_t* x = xhat + i * d;
-      for (int64_t k = 0; k < d; ++k) x[k] = word_row[k] + pos[k] + type_row[k];
-      rstd[i] = layer_norm_row(x, d, eps);
-      for (int64_t k = 0; k < d; ++k) mix[k] += (x[k] * ln_w[k] + ln_b[k]) * w[i * d + k];
+      V sum(acc_t(0));
+      for_each_vec<acc_t>(d, [&](int64_t k, int64_t count) {
+        const auto v = load_acc<acc_t>(word_row + k, count) + V::loadu(pos + k, count) + V::loadu(type_row + k, count);
+        v.store(x + k, count);
+        sum += head(v, count);
+      });
+      const acc_t mean = reduce_add(sum) / static_cast<acc_t>(d);
+      rstd[i] = row_rstd(x, d, mean, eps);
+      const V m(mean), s(rstd[i]);
+      for_each_vec<acc_t>(d, [&](int64_t k, int64_t count) {
+        const auto xh = (V::loadu(x + k, count) - m) * s;
+        xh.store(x + k, count);
+        const auto e = at::vec::fmadd(xh, V::loadu(ln_w + k, count), V::loadu(ln_b + k, count));
+        at::vec::fmadd(e, V::loadu(w + i * d + k, count), V::loadu(mix + k, count)).store(mix + k, count);
+      });
     }
-    for (int64_t k = 0; k < d; ++k) mix[k] = mix[k] * scale + pos[k] + type[k];
-    rstd_final = layer_norm_row(mix, d, eps);
+    const V vscale(scale);
+    V sum(acc_t(0));
+    for_each_vec<acc_t>(d, [&](int64_t k, int64_t count) {
+      const auto v = at::vec::fmadd(V::loadu(mix + k, count), vscale, V::loadu(pos + k, count) + V::loadu(type + k, count));
+      v.store(mix + k, count);
+      sum += head(v, count);
+    });
+    const acc_t mean = reduce_add(sum) / static_cast<acc_t>(d);
+    return {mean, row_rstd(mix, d, mean, eps)};
   }
 };
 
@@ -150,12 +169,10 @@ at::Tensor multiplex_embeddings_cpu(const at::Tensor& ids, const std::optional<a
     const acc_t* ln_b = in.ln_b.const_data_ptr<acc_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, G * L, grain_rows(N * d), [&](int64_t r0, int64_t r1) {
-      std::vector<acc_t> xhat(N * d), rstd(N), mix(d), buf(d);
-      acc_t rstd_final;
+      std::vector<acc_t> xhat(N * d), rstd(N), mix(d);
       for (int64_t r = r0; r < r1; ++r) {
-        mixer(r / L, r % L, xhat.data(), rstd.data(), mix.data(), rstd_final, buf);
-        affine_row(mix.data(), ln_w, ln_b, mix.data(), d);
-        store_from_acc(mix.data(), op + r * d, d);
+        const auto [mean, rstd_final] = mixer(r / L, r % L, xhat.data(), rstd.data(), mix.data());
+        layer_norm_store(mix.data(), d, mean, rstd_final, ln_w, ln_b, op + r * d);
       }
     });
   });
@@ -198,11 +215,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       acc_t* dw = partial_w.mutable_data_ptr<acc_t>() + c * N * d;
       acc_t* dpos = partial_pos.mutable_data_ptr<acc_t>() + c * L * d;
       acc_t* dtype = partial_type.mutable_data_ptr<acc_t>() + c * types * d;
-      acc_t rstd_final;
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t g = r / L, l = r % L;
-        mixer(g, l, xhat.data(), rstd.data(), mix.data(), rstd_final, buf);
-        // Second LayerNorm: mix holds its xhat.
+        const auto [mean, rstd_final] = mixer(g, l, xhat.data(), rstd.data(), mix.data());
+        normalize_row(mix.data(), d, mean, rstd_final);  // mix := xhat of the second LayerNorm
         const acc_t* go = as_acc(gp + r * d, buf.data(), d);
         row_fma(dln_w, go, mix.data(), d);
         row_add(dln_b, go, d);

@@ -1,6 +1,7 @@
-// Row primitives shared by the CPU kernels, on one row held in an accumulation buffer of type
-// acc_t (float for fp32/fp16/bf16 inputs, double for fp64): loads of any input dtype, vectorised
-// sums, LayerNorm and GELU (erf form) forward and backward.
+// Row primitives shared by the CPU kernels: vector loads and stores of any input dtype into the
+// accumulation type acc_t (float for fp32/fp16/bf16, double for fp64), a loop over a row in vector
+// steps with a masked tail, and vectorised sums, LayerNorm and GELU (erf form), forward and backward.
+// Everything is written against at::vec, so it compiles for the ATen CPU capability of the build.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 
 namespace mux::cpu {
 
@@ -19,6 +21,63 @@ template <typename scalar_t>
 using acc_type = at::opmath_type<scalar_t>;
 
 inline at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+template <typename acc_t>
+using Vec = at::vec::Vectorized<acc_t>;
+
+// Calls body(k, count) for k = 0, V, 2V, ... < n, with count = min(V, n - k): full vectors, then
+// one partial vector for the tail. The loads and stores below read and write only `count` lanes.
+template <typename acc_t, typename Body>
+inline void for_each_vec(int64_t n, const Body& body) {
+  constexpr int64_t V = Vec<acc_t>::size();
+  int64_t k = 0;
+  for (; k + V <= n; k += V) body(k, V);
+  if (k < n) body(k, n - k);
+}
+
+// `count` elements of T at p as acc_t; the lanes from `count` on are 0.
+template <typename acc_t, typename T>
+inline Vec<acc_t> load_acc(const T* p, int64_t count) {
+  if constexpr (std::is_same_v<T, acc_t>) {
+    return Vec<acc_t>::loadu(p, count);
+  } else {
+    if (count == Vec<acc_t>::size()) {
+      Vec<acc_t> v;
+      at::vec::load_to_float(p, v);
+      return v;
+    }
+    acc_t tmp[Vec<acc_t>::size()] = {};
+    for (int64_t k = 0; k < count; ++k) tmp[k] = static_cast<acc_t>(p[k]);
+    return Vec<acc_t>::loadu(tmp);
+  }
+}
+
+// Stores the first `count` lanes of v at p as T.
+template <typename acc_t, typename T>
+inline void store_acc(const Vec<acc_t>& v, T* p, int64_t count) {
+  if constexpr (std::is_same_v<T, acc_t>) {
+    v.store(p, count);
+  } else {
+    if (count == Vec<acc_t>::size()) {
+      at::vec::convert_from_float<T>(v, v).store(p, count);
+      return;
+    }
+    acc_t tmp[Vec<acc_t>::size()];
+    v.store(tmp);
+    for (int64_t k = 0; k < count; ++k) p[k] = static_cast<T>(tmp[k]);
+  }
+}
+
+// v with the lanes from `count` on set to 0, so a partial vector can enter a reduction.
+template <typename acc_t>
+inline Vec<acc_t> head(const Vec<acc_t>& v, int64_t count) {
+  return count == Vec<acc_t>::size() ? v : Vec<acc_t>::set(Vec<acc_t>(acc_t(0)), v, count);
+}
+
+template <typename acc_t>
+inline acc_t reduce_add(const Vec<acc_t>& v) {
+  return at::vec::vec_reduce_all<acc_t>([](Vec<acc_t>& a, Vec<acc_t>& b) { return a + b; }, v);
+}
 
 // Returns `src` as acc_t: the pointer itself when the types match, else a converted copy in `buf`.
 template <typename T, typename acc_t>
@@ -31,67 +90,93 @@ inline const acc_t* as_acc(const T* src, acc_t* buf, int64_t n) {
   }
 }
 
-template <typename T, typename acc_t>
-inline void store_from_acc(const acc_t* src, T* dst, int64_t n) {
-  at::vec::convert(src, dst, n);
-}
-
 template <typename acc_t>
 inline acc_t row_sum(const acc_t* x, int64_t n) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  Vec acc(acc_t(0));
-  int64_t k = 0;
-  for (; k + Vec::size() <= n; k += Vec::size()) acc += Vec::loadu(x + k);
-  acc_t s = at::vec::vec_reduce_all<acc_t>([](Vec& a, Vec& b) { return a + b; }, acc);
-  for (; k < n; ++k) s += x[k];
-  return s;
+  Vec<acc_t> acc(acc_t(0));
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) { acc += Vec<acc_t>::loadu(x + k, count); });
+  return reduce_add(acc);
 }
 
 template <typename acc_t>
 inline acc_t row_dot(const acc_t* a, const acc_t* b, int64_t n) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  Vec acc(acc_t(0));
-  int64_t k = 0;
-  for (; k + Vec::size() <= n; k += Vec::size()) acc = at::vec::fmadd(Vec::loadu(a + k), Vec::loadu(b + k), acc);
-  acc_t s = at::vec::vec_reduce_all<acc_t>([](Vec& x, Vec& y) { return x + y; }, acc);
-  for (; k < n; ++k) s += a[k] * b[k];
-  return s;
+  Vec<acc_t> acc(acc_t(0));
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    acc = at::vec::fmadd(Vec<acc_t>::loadu(a + k, count), Vec<acc_t>::loadu(b + k, count), acc);
+  });
+  return reduce_add(acc);
 }
 
 // acc += a * b
 template <typename acc_t>
 inline void row_fma(acc_t* acc, const acc_t* a, const acc_t* b, int64_t n) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  int64_t k = 0;
-  for (; k + Vec::size() <= n; k += Vec::size())
-    at::vec::fmadd(Vec::loadu(a + k), Vec::loadu(b + k), Vec::loadu(acc + k)).store(acc + k);
-  for (; k < n; ++k) acc[k] += a[k] * b[k];
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    at::vec::fmadd(Vec<acc_t>::loadu(a + k, count), Vec<acc_t>::loadu(b + k, count), Vec<acc_t>::loadu(acc + k, count))
+        .store(acc + k, count);
+  });
 }
 
 // acc += a
 template <typename acc_t>
 inline void row_add(acc_t* acc, const acc_t* a, int64_t n) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  int64_t k = 0;
-  for (; k + Vec::size() <= n; k += Vec::size()) (Vec::loadu(acc + k) + Vec::loadu(a + k)).store(acc + k);
-  for (; k < n; ++k) acc[k] += a[k];
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    (Vec<acc_t>::loadu(acc + k, count) + Vec<acc_t>::loadu(a + k, count)).store(acc + k, count);
+  });
 }
 
-// Normalises x in place to xhat = (x - mean) * rstd (two-pass, fp32) and returns rstd.
+// y = a * b (y may alias a or b)
+template <typename acc_t>
+inline void row_mul(const acc_t* a, const acc_t* b, acc_t* y, int64_t n) {
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    (Vec<acc_t>::loadu(a + k, count) * Vec<acc_t>::loadu(b + k, count)).store(y + k, count);
+  });
+}
+
+// 1 / sqrt(var + eps) of a row whose mean is known; two-pass variance (the row is in cache), as
+// accurate as torch's LayerNorm for rows with a large mean.
+template <typename acc_t>
+inline acc_t row_rstd(const acc_t* x, int64_t n, acc_t mean, acc_t eps) {
+  const Vec<acc_t> m(mean);
+  Vec<acc_t> acc(acc_t(0));
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    const auto dev = head(Vec<acc_t>::loadu(x + k, count) - m, count);
+    acc = at::vec::fmadd(dev, dev, acc);
+  });
+  return acc_t(1) / std::sqrt(reduce_add(acc) / static_cast<acc_t>(n) + eps);
+}
+
+// out = (x - mean) * rstd * w + b, written as T (out may alias x when T is acc_t).
+template <typename acc_t, typename T>
+inline void layer_norm_store(const acc_t* x, int64_t n, acc_t mean, acc_t rstd, const acc_t* w, const acc_t* b,
+                             T* out) {
+  const Vec<acc_t> m(mean), s(rstd);
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    const auto xhat = (Vec<acc_t>::loadu(x + k, count) - m) * s;
+    store_acc(at::vec::fmadd(xhat, Vec<acc_t>::loadu(w + k, count), Vec<acc_t>::loadu(b + k, count)), out + k, count);
+  });
+}
+
+// Normalises x in place to xhat = (x - mean) * rstd.
+template <typename acc_t>
+inline void normalize_row(acc_t* x, int64_t n, acc_t mean, acc_t rstd) {
+  const Vec<acc_t> m(mean), s(rstd);
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    ((Vec<acc_t>::loadu(x + k, count) - m) * s).store(x + k, count);
+  });
+}
+
+// Normalises x in place to xhat and returns rstd.
 template <typename acc_t>
 inline acc_t layer_norm_row(acc_t* x, int64_t n, acc_t eps) {
   const acc_t mean = row_sum(x, n) / static_cast<acc_t>(n);
-  for (int64_t k = 0; k < n; ++k) x[k] -= mean;
-  const acc_t var = row_dot(x, x, n) / static_cast<acc_t>(n);
-  const acc_t rstd = acc_t(1) / std::sqrt(var + eps);
-  for (int64_t k = 0; k < n; ++k) x[k] *= rstd;
+  const acc_t rstd = row_rstd(x, n, mean, eps);
+  normalize_row(x, n, mean, rstd);
   return rstd;
 }
 
-// y = xhat * w + b, with w or b absent (nullptr) meaning 1 or 0.
+// y = xhat * w + b
 template <typename acc_t>
 inline void affine_row(const acc_t* xhat, const acc_t* w, const acc_t* b, acc_t* y, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) y[k] = xhat[k] * (w ? w[k] : acc_t(1)) + (b ? b[k] : acc_t(0));
+  layer_norm_store(xhat, n, acc_t(0), acc_t(1), w, b, y);
 }
 
 // Given dxhat (gradient w.r.t. the normalised row) and xhat, writes the gradient w.r.t. the LayerNorm
@@ -99,43 +184,36 @@ inline void affine_row(const acc_t* xhat, const acc_t* w, const acc_t* b, acc_t*
 template <typename acc_t>
 inline void layer_norm_backward_row(const acc_t* dxhat, const acc_t* xhat, acc_t rstd, acc_t* dx, int64_t n) {
   const acc_t inv_n = acc_t(1) / static_cast<acc_t>(n);
-  const acc_t mean_dxhat = row_sum(dxhat, n) * inv_n;
-  const acc_t mean_dxhat_xhat = row_dot(dxhat, xhat, n) * inv_n;
-  for (int64_t k = 0; k < n; ++k) dx[k] = rstd * (dxhat[k] - mean_dxhat - xhat[k] * mean_dxhat_xhat);
+  const Vec<acc_t> mean_dxhat(row_sum(dxhat, n) * inv_n), mean_dxhat_xhat(row_dot(dxhat, xhat, n) * inv_n), s(rstd);
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    const auto v = Vec<acc_t>::loadu(dxhat + k, count) - mean_dxhat - Vec<acc_t>::loadu(xhat + k, count) * mean_dxhat_xhat;
+    (s * v).store(dx + k, count);
+  });
 }
 
-// GELU with the exact erf, as torch.nn.functional.gelu: y = z * Phi(z).
+// GELU with the exact erf, as torch.nn.functional.gelu: z * Phi(z).
+template <typename acc_t>
+inline Vec<acc_t> gelu(const Vec<acc_t>& z) {
+  const Vec<acc_t> half(acc_t(0.5)), one(acc_t(1)), inv_sqrt2(static_cast<acc_t>(M_SQRT1_2));
+  return half * z * (one + (z * inv_sqrt2).erf());
+}
+
 template <typename acc_t>
 inline void gelu_row(const acc_t* z, acc_t* y, int64_t n) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  const Vec half(acc_t(0.5)), one(acc_t(1)), inv_sqrt2(static_cast<acc_t>(M_SQRT1_2));
-  int64_t k = 0;
-  for (; k + Vec::size() <= n; k += Vec::size()) {
-    Vec v = Vec::loadu(z + k);
-    (half * v * (one + (v * inv_sqrt2).erf())).store(y + k);
-  }
-  for (; k < n; ++k) y[k] = acc_t(0.5) * z[k] * (acc_t(1) + std::erf(z[k] * static_cast<acc_t>(M_SQRT1_2)));
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) { gelu(Vec<acc_t>::loadu(z + k, count)).store(y + k, count); });
 }
 
 // dz = dy * GELU'(z), GELU'(z) = Phi(z) + z * phi(z). dz may alias dy.
 template <typename acc_t>
 inline void gelu_backward_row(const acc_t* dy, const acc_t* z, acc_t* dz, int64_t n) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  const acc_t inv_sqrt2 = static_cast<acc_t>(M_SQRT1_2);
-  const acc_t inv_sqrt_2pi = static_cast<acc_t>(0.3989422804014327);
-  const Vec half(acc_t(0.5)), one(acc_t(1)), minus_half(acc_t(-0.5)), vinv_sqrt2(inv_sqrt2), vinv_sqrt_2pi(inv_sqrt_2pi);
-  int64_t k = 0;
-  for (; k + Vec::size() <= n; k += Vec::size()) {
-    const Vec v = Vec::loadu(z + k);
-    const Vec cdf = half * (one + (v * vinv_sqrt2).erf());
-    const Vec pdf = vinv_sqrt_2pi * (minus_half * v * v).exp();
-    (Vec::loadu(dy + k) * (cdf + v * pdf)).store(dz + k);
-  }
-  for (; k < n; ++k) {
-    const acc_t cdf = acc_t(0.5) * (acc_t(1) + std::erf(z[k] * inv_sqrt2));
-    const acc_t pdf = inv_sqrt_2pi * std::exp(acc_t(-0.5) * z[k] * z[k]);
-    dz[k] = dy[k] * (cdf + z[k] * pdf);
-  }
+  const Vec<acc_t> half(acc_t(0.5)), one(acc_t(1)), minus_half(acc_t(-0.5));
+  const Vec<acc_t> inv_sqrt2(static_cast<acc_t>(M_SQRT1_2)), inv_sqrt_2pi(static_cast<acc_t>(0.3989422804014327));
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    const auto v = Vec<acc_t>::loadu(z + k, count);
+    const auto cdf = half * (one + (v * inv_sqrt2).erf());
+    const auto pdf = inv_sqrt_2pi * (minus_half * v * v).exp();
+    (Vec<acc_t>::loadu(dy + k, count) * (cdf + v * pdf)).store(dz + k, count);
+  });
 }
 
 // Rows handed to one parallel task: enough work (~32k elements) to amortise the task overhead.
