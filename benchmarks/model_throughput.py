@@ -10,11 +10,21 @@ sequences. Instances carry a padded tail. Models are timed round-robin, so backg
 all of them alike, and each reports its fastest forward (the one least disturbed by other load),
 both in wall-clock time and in CPU time of this process (all its threads): on a machine shared
 with other jobs the wall clock measures the neighbours as much as the model, CPU time far less.
+
+Allocator. glibc's malloc hands every block over 32 MiB to mmap and unmaps it on free, so each
+forward page-faults its wide activations in again: at N = 10 that is ~30% of a token-classification
+forward, for the muxed models and the baseline alike. Serving setups avoid it with jemalloc or
+tcmalloc (PyTorch's CPU launcher ``torch.backends.xeon.run_cpu`` preloads one); by default this
+script re-runs itself with the same effect from glibc alone (``GLIBC_TUNABLES``: freed memory is kept
+for reuse). ``--allocator default`` measures the untuned malloc.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
+import sys
 import time
 
 import torch
@@ -46,13 +56,32 @@ def batch(rows: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Te
     return ids.masked_fill(mask == 0, 0), mask
 
 
+# Keep freed blocks in the heap for reuse instead of returning them to the OS (see the docstring).
+REUSE_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
+
+
+def use_allocator(choice: str) -> str:
+    """Re-executes this script with glibc tuned for memory reuse when asked for and not yet done;
+    returns a line saying which allocator runs."""
+    if choice == "default":
+        return "glibc malloc, default settings"
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "the platform's malloc (memory-reuse tuning is glibc-only)"
+    if os.environ.get("GLIBC_TUNABLES") != REUSE_TUNABLES:
+        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, GLIBC_TUNABLES=REUSE_TUNABLES))
+    return f"glibc malloc with GLIBC_TUNABLES={REUSE_TUNABLES}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 muxed sequences per forward, 3 timed forwards")
     parser.add_argument("--groups", type=int, help="muxed sequences per forward (default 32, quick 8)")
     parser.add_argument("--forwards", type=int, help="timed forwards per model (default 5, quick 3)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allocator", choices=("reuse", "default"), default="reuse",
+                        help="reuse: glibc keeps freed memory (as jemalloc/tcmalloc do); default: untuned malloc")
     args = parser.parse_args()
+    allocator = use_allocator(args.allocator)
     groups = args.groups or (8 if args.quick else 32)
     forwards = args.forwards or (3 if args.quick else 5)
     torch.set_num_threads(args.threads)
@@ -83,7 +112,7 @@ def main() -> None:
 
     wall_rate, cpu_rate = per_second(wall), per_second(cpu)
     print(f"torch {torch.__version__}, {args.threads} threads, fp32, L={SEQ_LEN}, small config, "
-          f"{groups} muxed sequences per forward, fastest of {forwards} forwards\n")
+          f"{groups} muxed sequences per forward, fastest of {forwards} forwards; allocator: {allocator}\n")
     print("| task | demux | N | instances/s (wall) | speedup (wall) | instances per CPU-s | speedup (CPU) | target |")
     print("|---|---|---|---|---|---|---|---|")
     for task in TASKS:
