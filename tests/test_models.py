@@ -191,6 +191,27 @@ def test_padding_aware_hides_positions_where_every_instance_pads(demux):
                                our_logits(unaware, "sequence_classification", ids, full, types), **TOL)
 
 
+@pytest.mark.parametrize("demux", ["index_pos", "index"])
+@pytest.mark.parametrize("N", [1, 2, 3])
+def test_mean_pooling_averages_demultiplexed_token_states(demux, N):
+    """classifier_pooling="mean": the classifier is linear, so its logits are the masked mean of the
+    reference's token-classification logits over each instance's real tokens."""
+    model = build("sequence_classification", num_instances=N, demuxing_variant=demux, classifier_pooling="mean")
+    assert model.bert.pooler is None
+    ids, mask, types = random_batch(6, 10, seed=11)
+    mask[0, 4:] = 0
+    mask[1, 7:] = 0
+    token_logits = reference_logits(model, "token_classification", ids, mask, types)
+    real = mask.float()[..., None]
+    expected = (token_logits * real).sum(1) / real.sum(1)
+    torch.testing.assert_close(our_logits(model, "sequence_classification", ids, mask, types), expected, **TOL)
+
+
+def test_unknown_classifier_pooling_is_an_error():
+    with pytest.raises(ValueError, match="classifier_pooling must be one of"):
+        tiny_config(classifier_pooling="max")
+
+
 # --- losses -----------------------------------------------------------------------------------
 
 

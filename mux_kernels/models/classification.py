@@ -45,7 +45,8 @@ class _Classifier(MuxBertTaskModel):
 
 
 class MuxBertForSequenceClassification(_Classifier):
-    """``logits (B, num_labels)``: demultiplex only the [CLS] position (N for ``index``, 0 otherwise).
+    """``logits (B, num_labels)``: demultiplex only the [CLS] position (N for ``index``, 0 otherwise),
+    or with ``classifier_pooling = "mean"`` every position, averaged over each instance's real tokens.
 
     N = 1: the HF ``BertForSequenceClassification`` baseline (pooler when the config has one).
     ``num_labels = 1`` is regression (MSE), otherwise cross-entropy.
@@ -70,7 +71,9 @@ class MuxBertForSequenceClassification(_Classifier):
         """``retrieval_labels (B, L)``: ids for the retrieval loss (default: the input ids, padding
         ignored); ``generator`` draws its random instances."""
         encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
-        if self.bert.pooler is not None:
+        if self.config.classifier_pooling == "mean":
+            features = self.mean_token_features(encoded, input_ids, attention_mask)
+        elif self.bert.pooler is not None:
             features = self.bert.pooler(encoded.last_hidden_state)
         else:
             cls_position = max(encoded.prefix_length - 1, 0)
@@ -84,6 +87,17 @@ class MuxBertForSequenceClassification(_Classifier):
                 task_loss = F.cross_entropy(logits.float(), labels)
         retrieval = self.optional_retrieval_loss(input_ids, encoded, labels, retrieval_labels, generator)
         return self.output(logits, task_loss, retrieval)
+
+
+    def mean_token_features(
+        self, encoded, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """``(B, d)``: each instance's demultiplexed token states averaged over its real tokens
+        (``attention_mask``, else the non-padding ids)."""
+        states = self.instance_features(encoded, slice(encoded.prefix_length, None))  # (B, L, d)
+        real = attention_mask if attention_mask is not None else input_ids != self.config.pad_token_id
+        weights = real.to(states.dtype)[..., None]
+        return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
 class MuxBertForTokenClassification(_Classifier):

@@ -16,6 +16,7 @@ MUXING_VARIANTS = (
 )
 DEMUXING_VARIANTS = ("index_pos", "index")
 MODEL_TYPES = ("bert", "roberta")
+CLASSIFIER_POOLINGS = ("cls", "mean")
 
 # Per-family token ids (SPEC §3.1, §3.3): [CLS] forced at position 0 for index_pos, and the
 # index prefix (fill, instance-0 id, shared [CLS]); the RoBERTa instance-0 id is V - 2.
@@ -61,6 +62,11 @@ class MuxBertConfig:
 
     # This package's options (None: derived from model_type / num_instances in __post_init__).
     padding_aware: bool = False  # give the encoder the multiplexed padding mask (the reference does not)
+    # Sequence-classification features: "cls", the reference (the demultiplexed [CLS] state, or the
+    # pooler at N = 1); "mean", the mean of the demultiplexed token states over the real tokens (the
+    # sentence-embedding pooling MiniLM-style checkpoints were trained with; costs a demux at every
+    # position, as token classification does).
+    classifier_pooling: str = "cls"
     use_token_type_ids: bool = False  # the reference's multiplexed classification forward drops them
     exact_embedding_dropout: bool = False  # training: reference dropout placement instead of the fused op
     # N = 1 sequence classification only (default: N == 1); the multiplexed models never have one.
@@ -90,8 +96,11 @@ class MuxBertConfig:
                 "legacy_demuxing and use_hierarchical_softmax (PruMUX options) are not supported; "
                 "every released checkpoint has both false"
             )
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(
+                f"classifier_pooling must be one of {CLASSIFIER_POOLINGS}, got {self.classifier_pooling!r}")
         if self.add_pooling_layer is None:
-            self.add_pooling_layer = self.num_instances == 1
+            self.add_pooling_layer = self.num_instances == 1 and self.classifier_pooling == "cls"
         if self.tie_word_embeddings is None:
             self.tie_word_embeddings = self.model_type == "bert"
         defaults = dict(_BERT_IDS) if self.model_type == "bert" else {

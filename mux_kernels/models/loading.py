@@ -138,11 +138,13 @@ def _read_config_values(directory: Path) -> dict[str, Any]:
 
 
 def _config(values: dict[str, Any], state_dict: dict[str, torch.Tensor], overrides: dict[str, Any]) -> MuxBertConfig:
-    """The checkpoint's config; the N = 1 baseline has a pooler exactly when the checkpoint does."""
+    """The checkpoint's config; the N = 1 baseline has a pooler exactly when the checkpoint does (and
+    classifies from [CLS])."""
     merged = {**values, **overrides}
     if "add_pooling_layer" not in merged:
         has_pooler = any(".pooler." in k or k.startswith("pooler.") for k in state_dict)
-        merged["add_pooling_layer"] = merged.get("num_instances", 1) == 1 and has_pooler
+        pools_cls = merged.get("classifier_pooling", "cls") == "cls"
+        merged["add_pooling_layer"] = merged.get("num_instances", 1) == 1 and has_pooler and pools_cls
     return MuxBertConfig.from_dict(merged)
 
 

@@ -53,7 +53,8 @@ class MuxBertModel(nn.Module):
     def __init__(self, config: MuxBertConfig):
         super().__init__()
         self.config = config
-        pooler = bool(config.add_pooling_layer) and self.uses_pooler and config.num_instances == 1
+        pooler = (bool(config.add_pooling_layer) and self.uses_pooler and config.num_instances == 1
+                  and config.classifier_pooling == "cls")
         self.bert = BertBackbone(config, add_pooling_layer=pooler)
         self.multiplexer = build_multiplexer(config) if config.num_instances > 1 else None
         self.index_prefix = index_prefix(config) if config.prefix_length else None

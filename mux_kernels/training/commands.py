@@ -48,6 +48,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mask-probability", type=float, help="prime: 0 (default); mlm: 0.15 (default)")
+    parser.add_argument("--classifier-pooling", choices=("cls", "mean"),
+                        help="finetune, sequence task: [CLS] state (the reference) or mean of the token states")
     parser.add_argument("--retrieval-coeff", type=float, default=0.0, help="finetune: weight of the retrieval loss")
     parser.add_argument("--dropout", type=float, help="override hidden and attention dropout (0 for exact runs)")
     parser.add_argument("--freeze-embeddings", action="store_true",
@@ -67,6 +69,8 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
         overrides = loss_overrides(args.stage, args.retrieval_coeff)
         if args.stage == "finetune":
             overrides["num_labels"] = args.num_labels
+            if args.classifier_pooling:
+                overrides["classifier_pooling"] = args.classifier_pooling
         if args.dropout is not None:
             overrides.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
         checkpoint = args.output_dir / "checkpoint"
