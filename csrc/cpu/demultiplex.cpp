@@ -151,14 +151,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         std::fill(dp, dp + e, acc_t(0));
         for (int64_t i = 0; i < N; ++i) {
           const int64_t kr = p.key_row(g, i);
-          for (int64_t c2 = 0; c2 < e; ++c2) z[c2] = P[r * e + c2] + K[kr * e + c2];
+          add_rows(P + r * e, K + kr * e, z.data(), e);
           const acc_t* go = as_acc(gp + ((g * N + i) * L + l) * e, buf.data(), e);
           if (lw) {
             gelu_row(z.data(), a.data(), e);
             const acc_t rstd = layer_norm_row(a.data(), e, static_cast<acc_t>(eps));  // a := xhat
             row_fma(dlw, go, a.data(), e);
             row_add(dlb, go, e);
-            for (int64_t c2 = 0; c2 < e; ++c2) da[c2] = go[c2] * lw[c2];
+            mul_rows(go, lw, da.data(), e);
             layer_norm_backward_row(da.data(), a.data(), rstd, da.data(), e);
             gelu_backward_row(da.data(), z.data(), da.data(), e);
           } else {

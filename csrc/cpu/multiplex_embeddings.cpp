@@ -222,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         const acc_t* go = as_acc(gp + r * d, buf.data(), d);
         row_fma(dln_w, go, mix.data(), d);
         row_add(dln_b, go, d);
-        for (int64_t k = 0; k < d; ++k) dm[k] = go[k] * ln_w[k];
+        mul_rows(go, ln_w, dm.data(), d);
         layer_norm_backward_row(dm.data(), mix.data(), rstd_final, dm.data(), d);
         row_add(dpos + l * d, dm.data(), d);
         row_add(dtype, dm.data(), d);  // the second pass adds type[0]
@@ -231,12 +231,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
           const acc_t* x = xhat.data() + i * d;
           affine_row(x, ln_w, ln_b, e.data(), d);
           row_fma(dw + i * d, dm.data(), e.data(), d);
-          for (int64_t k = 0; k < d; ++k) de[k] = static_cast<acc_t>(scale) * dm[k] * w[i * d + k];
+          mul_rows(dm.data(), w + i * d, de.data(), d, static_cast<acc_t>(scale));
           row_fma(dln_w, de.data(), x, d);
           row_add(dln_b, de.data(), d);
           const int64_t idx = (g * N + i) * L + l;
           acc_t* dx = grow + idx * d;
-          for (int64_t k = 0; k < d; ++k) dx[k] = de[k] * ln_w[k];
+          mul_rows(de.data(), ln_w, dx, d);
           layer_norm_backward_row(dx, x, rstd[i], dx, d);
           row_add(dpos + l * d, dx, d);
           row_add(dtype + (tts ? tts[idx] : 0) * d, dx, d);

@@ -123,11 +123,20 @@ inline void row_add(acc_t* acc, const acc_t* a, int64_t n) {
   });
 }
 
-// y = a * b (y may alias a or b)
+// y = a + b (y may alias a or b)
 template <typename acc_t>
-inline void row_mul(const acc_t* a, const acc_t* b, acc_t* y, int64_t n) {
+inline void add_rows(const acc_t* a, const acc_t* b, acc_t* y, int64_t n) {
   for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
-    (Vec<acc_t>::loadu(a + k, count) * Vec<acc_t>::loadu(b + k, count)).store(y + k, count);
+    (Vec<acc_t>::loadu(a + k, count) + Vec<acc_t>::loadu(b + k, count)).store(y + k, count);
+  });
+}
+
+// y = a * b * scale (y may alias a or b)
+template <typename acc_t>
+inline void mul_rows(const acc_t* a, const acc_t* b, acc_t* y, int64_t n, acc_t scale = acc_t(1)) {
+  const Vec<acc_t> s(scale);
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    (Vec<acc_t>::loadu(a + k, count) * Vec<acc_t>::loadu(b + k, count) * s).store(y + k, count);
   });
 }
 
