@@ -1,6 +1,7 @@
 """Inference throughput of the fine-tuned sentiment models per N (reports/training.md).
 
-Run from the repository root after the fine-tuning runs: ``python reports/logs/measure_throughput.py``.
+Run from the repository root after the fine-tuning runs:
+``python reports/logs/measure_throughput.py [RUN_DIR ...]`` (default: ``runs/finetune_n{1,2,5}``).
 Forward only, eval mode, no labels, fp32, batches of 16 multiplexed sequences (16·N snippets) from
 the sentiment test set, each trimmed to its longest snippet. The N values are measured in
 interleaved rounds, so that the other jobs sharing the CPU slow every N alike; the median is reported.
@@ -8,6 +9,7 @@ interleaved rounds, so that the other jobs sharing the CPU slow every N alike; t
 
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -18,7 +20,8 @@ from mux_kernels.training.objectives import trim_padding
 
 GROUPS, ROWS, ROUNDS = 16, 480, 5
 test = load_split("data/cache", "sentiment", "test")["input_ids"][:ROWS]
-models = {n: from_pretrained(f"runs/finetune_n{n}") for n in (1, 2, 5)}
+run_dirs = sys.argv[1:] or [f"runs/finetune_n{n}" for n in (1, 2, 5)]
+models = {model.config.num_instances: model.eval() for model in map(from_pretrained, run_dirs)}
 rounds: dict[int, list[float]] = {n: [] for n in models}
 with torch.inference_mode():
     for _ in range(ROUNDS):
