@@ -98,14 +98,7 @@ at::Tensor demultiplex_cpu(const at::Tensor& h, const at::Tensor& keys, const at
             for_each_vec<acc_t>(e, [&](int64_t c, int64_t count) { store_acc(activation(c, count), o + c, count); });
             continue;
           }
-          Vec<acc_t> sum(acc_t(0));
-          for_each_vec<acc_t>(e, [&](int64_t c, int64_t count) {
-            const auto v = activation(c, count);
-            v.store(a.data() + c, count);
-            sum += head(v, count);
-          });
-          const acc_t mean = reduce_add(sum) / static_cast<acc_t>(e);
-          const acc_t rstd = row_rstd(a.data(), e, mean, static_cast<acc_t>(eps));
+          const auto [mean, rstd] = store_row_moments(a.data(), e, static_cast<acc_t>(eps), activation);
           layer_norm_store(a.data(), e, mean, rstd, lw, lb, o);
         }
       }

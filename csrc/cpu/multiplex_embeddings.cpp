@@ -109,15 +109,11 @@ struct RowMixer {
       const scalar_t* word_row = word + ids[idx] * word_stride;
       const acc_t* type_row = type + (tts ? tts[idx] : 0) * d;
       acc_t* x = xhat + i * d;
-      V sum(acc_t(0));
-      for_each_vec<acc_t>(d, [&](int64_t k, int64_t count) {
-        const auto v = load_acc<acc_t>(word_row + k, count) + V::loadu(pos + k, count) + V::loadu(type_row + k, count);
-        v.store(x + k, count);
-        sum += head(v, count);
+      const auto [mean, instance_rstd] = store_row_moments(x, d, eps, [&](int64_t k, int64_t count) {
+        return load_acc<acc_t>(word_row + k, count) + V::loadu(pos + k, count) + V::loadu(type_row + k, count);
       });
-      const acc_t mean = reduce_add(sum) / static_cast<acc_t>(d);
-      rstd[i] = row_rstd(x, d, mean, eps);
-      const V m(mean), s(rstd[i]);
+      rstd[i] = instance_rstd;
+      const V m(mean), s(instance_rstd);
       for_each_vec<acc_t>(d, [&](int64_t k, int64_t count) {
         const auto xh = (V::loadu(x + k, count) - m) * s;
         xh.store(x + k, count);
@@ -126,14 +122,9 @@ struct RowMixer {
       });
     }
     const V vscale(scale);
-    V sum(acc_t(0));
-    for_each_vec<acc_t>(d, [&](int64_t k, int64_t count) {
-      const auto v = at::vec::fmadd(V::loadu(mix + k, count), vscale, V::loadu(pos + k, count) + V::loadu(type + k, count));
-      v.store(mix + k, count);
-      sum += head(v, count);
+    return store_row_moments(mix, d, eps, [&](int64_t k, int64_t count) {
+      return at::vec::fmadd(V::loadu(mix + k, count), vscale, V::loadu(pos + k, count) + V::loadu(type + k, count));
     });
-    const acc_t mean = reduce_add(sum) / static_cast<acc_t>(d);
-    return {mean, row_rstd(mix, d, mean, eps)};
   }
 };
 

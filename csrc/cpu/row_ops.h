@@ -153,6 +153,20 @@ inline acc_t row_rstd(const acc_t* x, int64_t n, acc_t mean, acc_t eps) {
   return acc_t(1) / std::sqrt(reduce_add(acc) / static_cast<acc_t>(n) + eps);
 }
 
+// Writes value(k, count) (see for_each_vec) over the row into y, summing it on the way, and returns
+// the row's LayerNorm statistics (mean, rstd); the variance pass then reads y back from cache.
+template <typename acc_t, typename Value>
+inline std::pair<acc_t, acc_t> store_row_moments(acc_t* y, int64_t n, acc_t eps, const Value& value) {
+  Vec<acc_t> sum(acc_t(0));
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    const auto v = value(k, count);
+    v.store(y + k, count);
+    sum += head(v, count);
+  });
+  const acc_t mean = reduce_add(sum) / static_cast<acc_t>(n);
+  return {mean, row_rstd(y, n, mean, eps)};
+}
+
 // out = (x - mean) * rstd * w + b, written as T (out may alias x when T is acc_t).
 template <typename acc_t, typename T>
 inline void layer_norm_store(const acc_t* x, int64_t n, acc_t mean, acc_t rstd, const acc_t* w, const acc_t* b,

@@ -88,7 +88,6 @@ class MuxBertForSequenceClassification(_Classifier):
         retrieval = self.optional_retrieval_loss(input_ids, encoded, labels, retrieval_labels, generator)
         return self.output(logits, task_loss, retrieval)
 
-
     def mean_token_features(
         self, encoded, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
     ) -> torch.Tensor:
