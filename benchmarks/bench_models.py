@@ -20,10 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from harness import DEVICE, skip_if_not_implemented, time_call
 from mux_kernels import reference
 
-try:
-    from mux_kernels.models import MuxBertConfig, MuxBertForSequenceClassification, MuxBertForTokenClassification
-except ImportError as exc:
-    pytest.skip(f"mux_kernels.models is not ready yet ({exc}); this suite runs once it lands", allow_module_level=True)
+from mux_kernels.models import MuxBertConfig, MuxBertForSequenceClassification, MuxBertForTokenClassification
 
 SEQ_LEN = 128
 GROUPS = 32 if DEVICE.type == "cuda" else 8  # muxed sequences per forward
