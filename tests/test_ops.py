@@ -234,6 +234,28 @@ def test_demultiplex_prefix_keys_are_a_view_of_h():
     assert_close(h1.grad, h2.grad, "grad of h")
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_demultiplex_gelu_over_its_whole_range(device):
+    """The pre-activation sweeps [-40, 40] (the erf tails, where the C++ kernel's fast erf and exp
+    must still agree with torch's GELU), and +-inf through the bias; forward and backward."""
+    e = 97
+    h = torch.linspace(-40, 40, 2 * e).view(2, 1, e).to(device)  # (G=2, L=1, d=e)
+    keys = torch.zeros(3, e, device=device)
+    weight = torch.cat([torch.zeros(e, e), torch.eye(e)], dim=1).to(device)  # pre-activation = h + bias
+    h[..., -2:] = 0
+    bias = torch.zeros(e, device=device)
+    bias[-2:] = torch.tensor([float("inf"), float("-inf")])
+    expected = reference.demultiplex(h, keys, weight, bias)
+    out = torch.ops.mux.demultiplex(h, keys, weight, bias, None, None, 1e-12)
+    torch.testing.assert_close(out[..., :-2], expected[..., :-2], atol=2e-5, rtol=2e-5)
+    # GELU(inf) = inf; GELU(-inf) = -inf * 0 is undefined. (torch's own F.gelu gives inf or nan
+    # for +inf depending on whether its scalar or vectorised loop handles the element.)
+    assert (out[..., -2] == float("inf")).all() and out[..., -1].isnan().all()
+    args = [h, keys, weight, torch.zeros(e, device=device), torch.ones(e, device=device),
+            torch.zeros(e, device=device), 1e-12]
+    check_grads(torch.ops.mux.demultiplex, reference.demultiplex, args, {0, 1, 2, 3, 4, 5})
+
+
 def test_factorised_reference_matches_concat_reference():
     args = demultiplex_inputs((3, 5, 7, 16), torch.float64, "cpu", per_group_keys=True)
     torch.testing.assert_close(reference.demultiplex_factorised(*args), reference.demultiplex(*args))

@@ -1,6 +1,6 @@
 // Row primitives shared by the CPU kernels: vector loads and stores of any input dtype into the
 // accumulation type acc_t (float for fp32/fp16/bf16, double for fp64), a loop over a row in vector
-// steps with a masked tail, and vectorised sums, LayerNorm and GELU (erf form), forward and backward.
+// steps with a masked tail, and vectorised sums and LayerNorm, forward and backward (GELU is in gelu.h).
 // Everything is written against at::vec, so it compiles for the ATen CPU capability of the build.
 #pragma once
 
@@ -211,31 +211,6 @@ inline void layer_norm_backward_row(const acc_t* dxhat, const acc_t* xhat, acc_t
   for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
     const auto v = Vec<acc_t>::loadu(dxhat + k, count) - mean_dxhat - Vec<acc_t>::loadu(xhat + k, count) * mean_dxhat_xhat;
     (s * v).store(dx + k, count);
-  });
-}
-
-// GELU with the exact erf, as torch.nn.functional.gelu: z * Phi(z).
-template <typename acc_t>
-inline Vec<acc_t> gelu(const Vec<acc_t>& z) {
-  const Vec<acc_t> half(acc_t(0.5)), one(acc_t(1)), inv_sqrt2(static_cast<acc_t>(M_SQRT1_2));
-  return half * z * (one + (z * inv_sqrt2).erf());
-}
-
-template <typename acc_t>
-inline void gelu_row(const acc_t* z, acc_t* y, int64_t n) {
-  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) { gelu(Vec<acc_t>::loadu(z + k, count)).store(y + k, count); });
-}
-
-// dz = dy * GELU'(z), GELU'(z) = Phi(z) + z * phi(z). dz may alias dy.
-template <typename acc_t>
-inline void gelu_backward_row(const acc_t* dy, const acc_t* z, acc_t* dz, int64_t n) {
-  const Vec<acc_t> half(acc_t(0.5)), one(acc_t(1)), minus_half(acc_t(-0.5));
-  const Vec<acc_t> inv_sqrt2(static_cast<acc_t>(M_SQRT1_2)), inv_sqrt_2pi(static_cast<acc_t>(0.3989422804014327));
-  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
-    const auto v = Vec<acc_t>::loadu(z + k, count);
-    const auto cdf = half * (one + (v * inv_sqrt2).erf());
-    const auto pdf = inv_sqrt_2pi * (minus_half * v * v).exp();
-    (Vec<acc_t>::loadu(dy + k, count) * (cdf + v * pdf)).store(dz + k, count);
   });
 }
 
