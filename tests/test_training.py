@@ -24,6 +24,7 @@ from mux_kernels.models import MuxBertConfig, MuxBertModel, from_pretrained
 from mux_kernels.models.task_model import IGNORE_INDEX
 from mux_kernels.training import data as training_data
 from mux_kernels.training.commands import add_train_arguments, run_training
+from mux_kernels.training.distillation import soft_targets, teacher_probabilities
 from mux_kernels.training.distributed import ProcessInfo
 from mux_kernels.training.objectives import TokenIds, mask_tokens, retrieval_labels
 from mux_kernels.training.stages import collator, load_model
@@ -215,6 +216,59 @@ def test_finetune_from_the_primed_checkpoint(workspace, primed, task, dataset):
     assert _records(output, "test") and 0 <= metrics["accuracy"] <= 1
     reloaded = from_pretrained(output)
     assert reloaded.config.num_instances == 2 and reloaded.config.retrieval_loss_coeff == 0.1
+
+
+def test_soft_targets_mix_the_gold_label_and_the_teacher():
+    labels = torch.tensor([0, 2, 1, 2])
+    teacher = torch.tensor([[0.1, 0.2, 0.7], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4], [0.0, 0.0, 1.0]])
+    targets = soft_targets(labels, teacher, 0.3)
+    torch.testing.assert_close(targets, 0.7 * torch.eye(3)[labels] + 0.3 * teacher)
+    torch.testing.assert_close(targets.sum(dim=-1), torch.ones(4))
+    assert torch.equal(targets.argmax(dim=-1), labels)  # the gold label stays the argmax (weight < 0.5)
+    assert torch.equal(soft_targets(labels, teacher, 0.0), torch.eye(3)[labels])
+    with pytest.raises(ValueError, match="distillation weight"):
+        soft_targets(labels, teacher, 0.5)
+    with pytest.raises(ValueError, match="probabilities must have shape"):
+        soft_targets(labels, teacher[:3], 0.3)
+
+
+def test_teacher_probabilities_are_the_teachers_softmax_batch_by_batch(workspace):
+    teacher = load_model("finetune", init_bert=workspace["bert"], num_instances=1, classifier_pooling="mean")
+    teacher.train()
+    input_ids = training_data.load_split(workspace["data"], "sentiment", "val")["input_ids"]
+    probabilities = teacher_probabilities(teacher, input_ids, pad_id=0, batch_size=7)
+    assert teacher.training  # put back as it was
+    teacher.eval()
+    with torch.no_grad():
+        for start in range(0, len(input_ids), 7):
+            rows = input_ids[start : start + 7]
+            rows = rows[:, : int((rows != 0).sum(dim=1).max())]
+            expected = teacher(input_ids=rows, attention_mask=(rows != 0).long()).logits.softmax(dim=-1)
+            torch.testing.assert_close(probabilities[start : start + 7], expected)
+
+
+def test_finetune_distils_a_teacher_into_the_multiplexed_student(workspace, primed):
+    teacher = workspace["root"] / "teacher_n1"
+    run_training(_parse(_train_argv(
+        workspace, teacher, "--stage", "finetune", "--init-bert", str(workspace["bert"]), "--dataset", "sentiment",
+        "--classifier-pooling", "mean", "--max-steps", "10", "--lr", "2e-3")))
+    output = workspace["root"] / "distilled"
+    metrics = run_training(_parse(_train_argv(
+        workspace, output, "--stage", "finetune", "--init", str(primed), "--dataset", "sentiment",
+        "--max-steps", "30", "--lr", "2e-3", "--teacher", str(teacher), "--distill-weight", "0.3",
+        "--test-split", "val")))
+    assert _decreased(output)
+    assert _records(output, "test") and 0 <= metrics["accuracy"] <= 1
+    # The same first step on gold labels only has another loss: the teacher's targets were used.
+    gold = workspace["root"] / "not_distilled"
+    run_training(_parse(_train_argv(workspace, gold, "--stage", "finetune", "--init", str(primed),
+                                    "--dataset", "sentiment", "--max-steps", "1", "--lr", "2e-3")))
+    first = [_records(path, "train")[0]["loss"] for path in (output, gold)]
+    assert first[0] != pytest.approx(first[1], rel=1e-3)
+    with pytest.raises(ValueError, match="--teacher distils a sequence classifier"):
+        run_training(_parse(_train_argv(
+            workspace, workspace["root"] / "bad_teacher", "--stage", "mlm", "--init", str(primed),
+            "--dataset", "corpus", "--max-steps", "1", "--teacher", str(teacher))))
 
 
 def test_a_checkpoint_primed_at_one_n_starts_another(primed):

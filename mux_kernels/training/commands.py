@@ -11,6 +11,7 @@ import torch
 
 from .checkpoint import has_checkpoint
 from .data import install_sources, load_split, load_token_ids, prepare_datasets
+from .distillation import soft_targets, teacher_probabilities
 from .distributed import close_process, init_process
 from .stages import STAGES, TASKS, collator, load_model, loss_overrides
 from .trainer import PRECISIONS, Trainer, TrainingArguments
@@ -51,6 +52,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier-pooling", choices=("cls", "mean"),
                         help="finetune, sequence task: [CLS] state (the reference) or mean of the token states")
     parser.add_argument("--retrieval-coeff", type=float, default=0.0, help="finetune: weight of the retrieval loss")
+    parser.add_argument("--teacher", type=Path,
+                        help="finetune, sequence task: a trained classifier (e.g. the same encoder at N = 1) whose "
+                             "class probabilities are mixed into the training targets (distillation)")
+    parser.add_argument("--distill-weight", type=float, default=0.3,
+                        help="with --teacher: targets = (1 - w) one_hot(label) + w p_teacher, 0 <= w < 0.5")
     parser.add_argument("--dropout", type=float, help="override hidden and attention dropout (0 for exact runs)")
     parser.add_argument("--freeze-embeddings", action="store_true",
                         help="keep the word embeddings (and the tied decoder) fixed")
@@ -86,6 +92,15 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
         def split(name: str):
             return load_split(args.data_dir, args.dataset, name) if name else None
 
+        train_data = split(args.train_split)
+        if args.teacher:
+            if args.stage != "finetune" or args.task != "sequence":
+                raise ValueError("--teacher distils a sequence classifier: use it with --stage finetune --task sequence")
+            teacher = load_model("finetune", init=args.teacher).to(process.device)
+            probabilities = teacher_probabilities(teacher, train_data["input_ids"], token_ids.pad_id)
+            train_data["labels"] = soft_targets(train_data["labels"], probabilities, args.distill_weight)
+            del teacher
+
         training = TrainingArguments(
             output_dir=args.output_dir, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
             weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, max_steps=args.max_steps,
@@ -94,7 +109,7 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
             log_every=args.log_every, seed=args.seed, progress=not args.no_progress,
         )
         trainer = Trainer(model, collator(args.stage, model.config, token_ids, args.mask_probability),
-                          split(args.train_split), training, split(args.eval_split), process)
+                          train_data, training, split(args.eval_split), process)
         if resuming:
             trainer.resume(checkpoint)
         metrics = trainer.train()

@@ -125,6 +125,8 @@ def accuracy_counts(output, labels: torch.Tensor) -> tuple[int, int]:
     """
     if output.logits is None:
         return 0, 0
+    if labels.is_floating_point():  # class probabilities (distillation targets): scored against their argmax
+        labels = labels.argmax(dim=-1)
     predictions = output.logits.argmax(dim=-1)
     if output.logits_positions is not None:
         targets = labels[output.logits_positions[:, 0], output.logits_positions[:, 1]]
