@@ -2,9 +2,9 @@
 //
 // For fp32 accumulation erf is Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7, the formula at::vec's own
 // erf uses), with the reciprocal taken from the hardware estimate plus one Newton step instead of a
-// division, and at::vec's inline exp_u20 instead of Sleef's out-of-line exp: the division and the exp
-// call were most of the demultiplex epilogue's time. fp64 keeps at::vec's erf and exp, so fp64
-// gradcheck sees fp64 math.
+// division, and at::vec's inline exp_u20 instead of Sleef's out-of-line exp (fewer and cheaper
+// instructions on the demultiplex epilogue's critical path). The backward shares the exp between
+// Phi and phi. fp64 keeps at::vec's erf and exp, so fp64 gradcheck sees fp64 math.
 #pragma once
 
 #include <cmath>
@@ -18,7 +18,7 @@
 
 namespace mux::cpu {
 
-// 1 / x for 1 <= x <= 8 (the only use here), to within a few ulp.
+// 1 / x for 1 <= x <= 7 (the only use here), to within a few ulp.
 inline Vec<float> reciprocal(const Vec<float>& x) {
 #if defined(CPU_CAPABILITY_AVX512)
   const __m512 r = _mm512_rcp14_ps(x);  // 14 bits; the Newton step r (2 - x r) doubles them
@@ -44,7 +44,8 @@ inline NormalCdf<acc_t> normal_cdf(const Vec<acc_t>& z) {
   const V minus_half(acc_t(-0.5));
   if constexpr (std::is_same_v<acc_t, float>) {
     // erf(|x|) = 1 - t (p1 + p2 t + ... + p5 t^4) exp(-x^2), t = 1 / (1 + p |x|), x = z / sqrt(2);
-    // |x| is capped at 16, where erf is 1 in fp32, so an infinite z gives t = 1/257, not 0 * inf.
+    // |x| is capped at 16, where erf is 1 in fp32, so an infinite z gives a finite t (the Newton
+    // step would turn rcp(inf) = 0 into 0 * inf = nan).
     const V x = at::vec::minimum((z * V(float(M_SQRT1_2))).abs(), V(16.f));
     const V t = reciprocal(at::vec::fmadd(V(0.3275911f), x, V(1.f)));
     V poly = at::vec::fmadd(V(1.061405429f), t, V(-1.453152027f));
