@@ -67,6 +67,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_training(args: argparse.Namespace) -> dict[str, float]:
     """Build the stage's model, data and trainer from parsed arguments and train; returns final metrics."""
+    if args.teacher and (args.stage != "finetune" or args.task != "sequence"):
+        raise ValueError("--teacher distils a sequence classifier: use it with --stage finetune --task sequence")
     if args.threads:
         torch.set_num_threads(args.threads)
     process = init_process(args.device)
@@ -94,8 +96,6 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
 
         train_data = split(args.train_split)
         if args.teacher:
-            if args.stage != "finetune" or args.task != "sequence":
-                raise ValueError("--teacher distils a sequence classifier: use it with --stage finetune --task sequence")
             teacher = load_model("finetune", init=args.teacher).to(process.device)
             probabilities = teacher_probabilities(teacher, train_data["input_ids"], token_ids.pad_id)
             train_data["labels"] = soft_targets(train_data["labels"], probabilities, args.distill_weight)
