@@ -149,13 +149,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
           add_rows(P + r * e, K + kr * e, z.data(), e);
           const acc_t* go = as_acc(gp + ((g * N + i) * L + l) * e, buf.data(), e);
           if (lw) {
-            gelu_row(z.data(), a.data(), e);
+            gelu_row_with_derivative(z.data(), a.data(), e);  // z := GELU'(z)
             const acc_t rstd = layer_norm_row(a.data(), e, static_cast<acc_t>(eps));  // a := xhat
             row_fma(dlw, go, a.data(), e);
             row_add(dlb, go, e);
             mul_rows(go, lw, da.data(), e);
             layer_norm_backward_row(da.data(), a.data(), rstd, da.data(), e);
-            gelu_backward_row(da.data(), z.data(), da.data(), e);
+            mul_rows(da.data(), z.data(), da.data(), e);
           } else {
             gelu_backward_row(go, z.data(), da.data(), e);
           }

@@ -66,19 +66,30 @@ inline Vec<acc_t> gelu(const Vec<acc_t>& z) {
   return z * normal_cdf(z).cdf;
 }
 
+// GELU'(z) from the pieces normal_cdf returns.
 template <typename acc_t>
-inline void gelu_row(const acc_t* z, acc_t* y, int64_t n) {
-  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) { gelu(Vec<acc_t>::loadu(z + k, count)).store(y + k, count); });
+inline Vec<acc_t> gelu_derivative(const Vec<acc_t>& z, const NormalCdf<acc_t>& n) {
+  return at::vec::fmadd(z * Vec<acc_t>(static_cast<acc_t>(0.3989422804014327)), n.gauss, n.cdf);
+}
+
+// y = GELU(z), and z is overwritten with GELU'(z): one erf and one exp per element serve both (the
+// backward of GELU followed by LayerNorm needs the activation for the LayerNorm and the slope after).
+template <typename acc_t>
+inline void gelu_row_with_derivative(acc_t* z, acc_t* y, int64_t n) {
+  for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
+    const auto v = Vec<acc_t>::loadu(z + k, count);
+    const auto pieces = normal_cdf(v);
+    (v * pieces.cdf).store(y + k, count);
+    gelu_derivative(v, pieces).store(z + k, count);
+  });
 }
 
 // dz = dy * GELU'(z). dz may alias dy.
 template <typename acc_t>
 inline void gelu_backward_row(const acc_t* dy, const acc_t* z, acc_t* dz, int64_t n) {
-  const Vec<acc_t> inv_sqrt_2pi(static_cast<acc_t>(0.3989422804014327));
   for_each_vec<acc_t>(n, [&](int64_t k, int64_t count) {
     const auto v = Vec<acc_t>::loadu(z + k, count);
-    const auto [cdf, gauss] = normal_cdf(v);
-    (Vec<acc_t>::loadu(dy + k, count) * at::vec::fmadd(v * inv_sqrt_2pi, gauss, cdf)).store(dz + k, count);
+    (Vec<acc_t>::loadu(dy + k, count) * gelu_derivative(v, normal_cdf(v))).store(dz + k, count);
   });
 }
 
