@@ -226,6 +226,27 @@ def test_sequence_classification_loss_and_skipped_retrieval_head():
     assert out.retrieval_loss is None
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_feature_distillation_loss_is_the_mse_against_the_targets(pooling):
+    model = build("sequence_classification", num_instances=2, classifier_pooling=pooling, feature_loss_coeff=0.5)
+    model.eval()  # no dropout: the features the loss sees are the ones sequence_features returns
+    ids, mask, types = random_batch(4, 10, seed=12)
+    labels = torch.tensor([0, 2, 1, 1])
+    features = model.sequence_features(ids, attention_mask=mask)
+    assert features.shape == (4, model.config.hidden_size)
+    torch.testing.assert_close(model.classifier(features), model(ids, attention_mask=mask).logits, **TOL)
+    targets = torch.randn(4, model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    out = model(ids, attention_mask=mask, labels=labels, feature_targets=targets)
+    torch.testing.assert_close(out.feature_loss, F.mse_loss(features, targets), **TOL)
+    torch.testing.assert_close(out.loss, out.task_loss + 0.5 * out.feature_loss, **TOL)
+    assert model(ids, attention_mask=mask, labels=labels, feature_targets=features).feature_loss == 0
+    without = model(ids, attention_mask=mask, labels=labels)  # no targets (evaluation): no term
+    assert without.feature_loss is None
+    torch.testing.assert_close(without.loss, out.task_loss, **TOL)
+    with pytest.raises(ValueError, match=r"feature_targets must have shape \(B, d\) = \(4, "):
+        model(ids, attention_mask=mask, labels=labels, feature_targets=targets[:3])
+
+
 @pytest.mark.parametrize("demux", ["index_pos", "index"])
 def test_retrieval_loss_matches_reference(demux):
     N = 2

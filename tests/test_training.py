@@ -24,7 +24,7 @@ from mux_kernels.models import MuxBertConfig, MuxBertModel, from_pretrained
 from mux_kernels.models.task_model import IGNORE_INDEX
 from mux_kernels.training import data as training_data
 from mux_kernels.training.commands import add_train_arguments, run_training
-from mux_kernels.training.distillation import soft_targets, teacher_probabilities
+from mux_kernels.training.distillation import soft_targets, teacher_outputs
 from mux_kernels.training.distributed import ProcessInfo
 from mux_kernels.training.objectives import TokenIds, mask_tokens, retrieval_labels
 from mux_kernels.training.stages import collator, load_model
@@ -232,19 +232,24 @@ def test_soft_targets_mix_the_gold_label_and_the_teacher():
         soft_targets(labels, teacher[:3], 0.3)
 
 
-def test_teacher_probabilities_are_the_teachers_softmax_batch_by_batch(workspace):
+def test_teacher_outputs_are_the_teachers_softmax_and_features_batch_by_batch(workspace):
     teacher = load_model("finetune", init_bert=workspace["bert"], num_instances=1, classifier_pooling="mean")
     teacher.train()
     input_ids = training_data.load_split(workspace["data"], "sentiment", "val")["input_ids"]
-    probabilities = teacher_probabilities(teacher, input_ids, pad_id=0, batch_size=7)
+    probabilities, features = teacher_outputs(teacher, input_ids, pad_id=0, batch_size=7)
     assert teacher.training  # put back as it was
+    assert features.shape == (len(input_ids), teacher.config.hidden_size)
     teacher.eval()
     with torch.no_grad():
         for start in range(0, len(input_ids), 7):
             rows = input_ids[start : start + 7]
             rows = rows[:, : int((rows != 0).sum(dim=1).max())]
-            expected = teacher(input_ids=rows, attention_mask=(rows != 0).long()).logits.softmax(dim=-1)
+            real = (rows != 0).long()
+            expected = teacher(input_ids=rows, attention_mask=real).logits.softmax(dim=-1)
             torch.testing.assert_close(probabilities[start : start + 7], expected)
+            hidden = teacher.encode(rows, real).last_hidden_state  # N = 1: the plain encoder
+            mean = (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True)
+            torch.testing.assert_close(features[start : start + 7], mean)
 
 
 def test_finetune_distils_a_teacher_into_the_multiplexed_student(workspace, primed):
@@ -265,6 +270,24 @@ def test_finetune_distils_a_teacher_into_the_multiplexed_student(workspace, prim
                                     "--dataset", "sentiment", "--max-steps", "1", "--lr", "2e-3")))
     first = [_records(path, "train")[0]["loss"] for path in (output, gold)]
     assert first[0] != pytest.approx(first[1], rel=1e-3)
+    # Feature distillation on hard labels: the loss gains the MSE term, and it falls with training.
+    features = workspace["root"] / "feature_distilled"
+    run_training(_parse(_train_argv(
+        workspace, features, "--stage", "finetune", "--init", str(primed), "--dataset", "sentiment",
+        "--classifier-pooling", "mean", "--max-steps", "30", "--lr", "2e-3", "--teacher", str(teacher),
+        "--distill-weight", "0", "--feature-distill-weight", "1", "--dropout", "0")))
+    assert _decreased(features)
+    assert from_pretrained(features).config.feature_loss_coeff == 1
+    mean_pooled = workspace["root"] / "mean_pooled"
+    run_training(_parse(_train_argv(workspace, mean_pooled, "--stage", "finetune", "--init", str(primed),
+                                    "--dataset", "sentiment", "--classifier-pooling", "mean", "--max-steps", "1",
+                                    "--lr", "2e-3", "--dropout", "0")))
+    first = [_records(path, "train")[0]["loss"] for path in (features, mean_pooled)]
+    assert first[0] > first[1] * 1.001  # the same first batch and weights (no dropout), plus a positive MSE
+    with pytest.raises(ValueError, match="--feature-distill-weight needs --teacher"):
+        run_training(_parse(_train_argv(
+            workspace, workspace["root"] / "no_teacher", "--stage", "finetune", "--init", str(primed),
+            "--dataset", "sentiment", "--max-steps", "1", "--feature-distill-weight", "1")))
     with pytest.raises(ValueError, match="--teacher distils a sequence classifier"):
         run_training(_parse(_train_argv(
             workspace, workspace["root"] / "bad_teacher", "--stage", "mlm", "--init", str(primed),

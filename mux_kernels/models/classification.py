@@ -67,17 +67,14 @@ class MuxBertForSequenceClassification(_Classifier):
         labels: Optional[torch.Tensor] = None,
         retrieval_labels: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        feature_targets: Optional[torch.Tensor] = None,
     ):
         """``retrieval_labels (B, L)``: ids for the retrieval loss (default: the input ids, padding
-        ignored); ``generator`` draws its random instances."""
+        ignored); ``generator`` draws its random instances. ``feature_targets (B, d)``: a teacher's
+        ``sequence_features`` for the same rows; with ``feature_loss_coeff > 0`` the loss adds the
+        mean squared error of this model's features against them (feature distillation)."""
         encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
-        if self.config.classifier_pooling == "mean":
-            features = self.mean_token_features(encoded, input_ids, attention_mask)
-        elif self.bert.pooler is not None:
-            features = self.bert.pooler(encoded.last_hidden_state)
-        else:
-            cls_position = max(encoded.prefix_length - 1, 0)
-            features = self.instance_features(encoded, slice(cls_position, cls_position + 1))[:, 0]
+        features = self.pool(encoded, input_ids, attention_mask)
         logits = self.classifier(self.dropout(features))
         task_loss = None
         if labels is not None and self.config.task_loss_coeff > 0:
@@ -85,8 +82,34 @@ class MuxBertForSequenceClassification(_Classifier):
                 task_loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
             else:
                 task_loss = F.cross_entropy(logits.float(), labels)
+        feature_loss = None
+        if feature_targets is not None and self.config.feature_loss_coeff > 0:
+            if feature_targets.shape != features.shape:
+                raise ValueError(f"feature_targets must have shape (B, d) = {tuple(features.shape)}, "
+                                 f"got {tuple(feature_targets.shape)}")
+            feature_loss = F.mse_loss(features.float(), feature_targets.float())
         retrieval = self.optional_retrieval_loss(input_ids, encoded, labels, retrieval_labels, generator)
-        return self.output(logits, task_loss, retrieval)
+        return self.output(logits, task_loss, retrieval, feature_loss=feature_loss)
+
+    @torch.no_grad()
+    def sequence_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """``(B, d)``: the features the classifier reads (before dropout), for every input row."""
+        encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
+        return self.pool(encoded, input_ids, attention_mask)
+
+    def pool(self, encoded, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(B, d)`` per-row features: mean-pooled, the pooler's, or the demultiplexed [CLS] state."""
+        if self.config.classifier_pooling == "mean":
+            return self.mean_token_features(encoded, input_ids, attention_mask)
+        if self.bert.pooler is not None:
+            return self.bert.pooler(encoded.last_hidden_state)
+        cls_position = max(encoded.prefix_length - 1, 0)
+        return self.instance_features(encoded, slice(cls_position, cls_position + 1))[:, 0]
 
     def mean_token_features(
         self, encoded, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]

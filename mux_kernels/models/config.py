@@ -61,6 +61,7 @@ class MuxBertConfig:
     use_hierarchical_softmax: bool = False
 
     # This package's options (None: derived from model_type / num_instances in __post_init__).
+    feature_loss_coeff: float = 0.0  # sequence classification: weight of the feature-distillation MSE
     padding_aware: bool = False  # give the encoder the multiplexed padding mask (the reference does not)
     # Sequence-classification features: "cls", the reference (the demultiplexed [CLS] state, or the
     # pooler at N = 1); "mean", the mean of the demultiplexed token states over the real tokens (the

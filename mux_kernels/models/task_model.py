@@ -94,8 +94,10 @@ class MuxBertTaskModel(MuxBertModel):
         task_loss: Optional[torch.Tensor] = None,
         retrieval_loss: Optional[torch.Tensor] = None,
         logits_positions: Optional[torch.Tensor] = None,
+        feature_loss: Optional[torch.Tensor] = None,
     ) -> MuxBertOutput:
-        terms = [(self.config.task_loss_coeff, task_loss), (self.config.retrieval_loss_coeff, retrieval_loss)]
+        terms = [(self.config.task_loss_coeff, task_loss), (self.config.retrieval_loss_coeff, retrieval_loss),
+                 (self.config.feature_loss_coeff, feature_loss)]
         present = [coeff * loss for coeff, loss in terms if loss is not None]
         loss = sum(present[1:], present[0]) if present else None
-        return MuxBertOutput(logits, loss, task_loss, retrieval_loss, logits_positions)
+        return MuxBertOutput(logits, loss, task_loss, retrieval_loss, logits_positions, feature_loss)

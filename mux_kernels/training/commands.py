@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import has_checkpoint
 from .data import install_sources, load_split, load_token_ids, prepare_datasets
-from .distillation import soft_targets, teacher_probabilities
+from .distillation import soft_targets, teacher_outputs
 from .distributed import close_process, init_process
 from .stages import STAGES, TASKS, collator, load_model, loss_overrides
 from .trainer import PRECISIONS, Trainer, TrainingArguments
@@ -54,9 +54,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrieval-coeff", type=float, default=0.0, help="finetune: weight of the retrieval loss")
     parser.add_argument("--teacher", type=Path,
                         help="finetune, sequence task: a trained classifier (e.g. the same encoder at N = 1) whose "
-                             "class probabilities are mixed into the training targets (distillation)")
+                             "class probabilities and pooled features the student learns from (distillation)")
     parser.add_argument("--distill-weight", type=float, default=0.3,
                         help="with --teacher: targets = (1 - w) one_hot(label) + w p_teacher, 0 <= w < 0.5")
+    parser.add_argument("--feature-distill-weight", type=float, default=0.0,
+                        help="with --teacher: add w * MSE(student's pooled features, teacher's) to the loss")
     parser.add_argument("--dropout", type=float, help="override hidden and attention dropout (0 for exact runs)")
     parser.add_argument("--freeze-embeddings", action="store_true",
                         help="keep the word embeddings (and the tied decoder) fixed")
@@ -69,6 +71,8 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
     """Build the stage's model, data and trainer from parsed arguments and train; returns final metrics."""
     if args.teacher and (args.stage != "finetune" or args.task != "sequence"):
         raise ValueError("--teacher distils a sequence classifier: use it with --stage finetune --task sequence")
+    if args.feature_distill_weight and not args.teacher:
+        raise ValueError("--feature-distill-weight needs --teacher (whose features are the targets)")
     if args.threads:
         torch.set_num_threads(args.threads)
     process = init_process(args.device)
@@ -79,6 +83,8 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
             overrides["num_labels"] = args.num_labels
             if args.classifier_pooling:
                 overrides["classifier_pooling"] = args.classifier_pooling
+            if args.teacher:
+                overrides["feature_loss_coeff"] = args.feature_distill_weight
         if args.dropout is not None:
             overrides.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
         checkpoint = args.output_dir / "checkpoint"
@@ -97,8 +103,10 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
         train_data = split(args.train_split)
         if args.teacher:
             teacher = load_model("finetune", init=args.teacher).to(process.device)
-            probabilities = teacher_probabilities(teacher, train_data["input_ids"], token_ids.pad_id)
+            probabilities, features = teacher_outputs(teacher, train_data["input_ids"], token_ids.pad_id)
             train_data["labels"] = soft_targets(train_data["labels"], probabilities, args.distill_weight)
+            if args.feature_distill_weight:
+                train_data["feature_targets"] = features
             del teacher
 
         training = TrainingArguments(

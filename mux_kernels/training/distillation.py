@@ -1,12 +1,16 @@
-"""Knowledge distillation for sequence classification (Hinton et al., 2015, at temperature 1).
+"""Knowledge distillation for sequence classification from a trained teacher (typically N = 1).
 
-A multiplexed student learns from soft targets: ``(1 - weight) · one_hot(label) + weight · p_teacher``,
-where ``p_teacher`` are the class probabilities of a trained model (typically the same encoder at
-N = 1) on the same snippet. Cross-entropy against these targets is the usual
-``(1 - weight) · CE(label) + weight · KL(p_teacher ‖ p_student)`` up to a constant, so no loss code
-changes: the targets are computed once, before training, and stored as the split's ``labels``
-(float, ``(M, C)``), which ``F.cross_entropy`` takes as class probabilities. With ``weight < 0.5``
-their argmax is still the gold label, which is what training accuracy is scored against.
+Two signals, both computed once before training for every training row and stored with the split:
+
+* soft targets (Hinton et al., 2015, at temperature 1): ``(1 - weight) · one_hot(label) + weight ·
+  p_teacher``. Cross-entropy against them is ``(1 - weight) · CE(label) + weight · KL(p_teacher ‖
+  p_student)`` up to a constant, so no loss code changes: they replace the split's ``labels`` (float,
+  ``(M, C)``), which ``F.cross_entropy`` takes as class probabilities. With ``weight < 0.5`` their
+  argmax is still the gold label, which is what training accuracy is scored against.
+* feature targets: the teacher's ``sequence_features`` ``(M, d)`` (the pooled state its classifier
+  reads), stored as ``feature_targets``; the student adds ``feature_loss_coeff · MSE`` against them.
+  A multiplexed student learns from them what each of its N instances should look like on its own,
+  a d-dimensional target per row instead of one label.
 """
 
 from __future__ import annotations
@@ -18,20 +22,22 @@ from .objectives import trim_padding
 
 
 @torch.no_grad()
-def teacher_probabilities(teacher: torch.nn.Module, input_ids: torch.Tensor, pad_id: int,
-                          batch_size: int = 64) -> torch.Tensor:
-    """``(M, C)`` softmax of ``teacher``'s logits for every row of ``input_ids (M, L)``, in eval mode."""
+def teacher_outputs(teacher: torch.nn.Module, input_ids: torch.Tensor, pad_id: int,
+                    batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probabilities (M, C), features (M, d))`` of ``teacher`` (a sequence classifier, run in eval
+    mode) for every row of ``input_ids (M, L)``: its class probabilities and its pooled features."""
     was_training = teacher.training
     teacher.eval()
     device = next(teacher.parameters()).device
     try:
-        chunks = []
+        probabilities, features = [], []
         for start in range(0, len(input_ids), batch_size):
             rows = input_ids[start : start + batch_size]
             rows = rows[:, : trim_padding(rows, pad_id)].to(device)
-            logits = teacher(input_ids=rows, attention_mask=(rows != pad_id).long()).logits
-            chunks.append(logits.float().softmax(dim=-1).cpu())
-        return torch.cat(chunks)
+            pooled = teacher.sequence_features(rows, (rows != pad_id).long())
+            probabilities.append(teacher.classifier(pooled).float().softmax(dim=-1).cpu())
+            features.append(pooled.float().cpu())
+        return torch.cat(probabilities), torch.cat(features)
     finally:
         teacher.train(was_training)
 

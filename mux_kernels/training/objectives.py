@@ -105,7 +105,8 @@ class MlmCollator:
 
 @dataclass
 class ClassificationCollator:
-    """Stage 3: sequence labels ``(B,)`` or token labels ``(B, L)`` (-100 where no loss), as stored."""
+    """Stage 3: sequence labels ``(B,)`` or token labels ``(B, L)`` (-100 where no loss), as stored;
+    a teacher's ``feature_targets (B, d)`` pass through when the split has them (distillation)."""
 
     ids: TokenIds
 
@@ -114,7 +115,10 @@ class ClassificationCollator:
         input_ids, labels = batch["input_ids"][:, :length], batch["labels"]
         if labels.dim() == 2:
             labels = labels[:, :length]
-        return {"input_ids": input_ids, "attention_mask": (input_ids != self.ids.pad_id).long(), "labels": labels}
+        collated = {"input_ids": input_ids, "attention_mask": (input_ids != self.ids.pad_id).long(), "labels": labels}
+        if "feature_targets" in batch:
+            collated["feature_targets"] = batch["feature_targets"]
+        return collated
 
 
 def accuracy_counts(output, labels: torch.Tensor) -> tuple[int, int]:
