@@ -243,8 +243,20 @@ def test_feature_distillation_loss_is_the_mse_against_the_targets(pooling):
     without = model(ids, attention_mask=mask, labels=labels)  # no targets (evaluation): no term
     assert without.feature_loss is None
     torch.testing.assert_close(without.loss, out.task_loss, **TOL)
-    with pytest.raises(ValueError, match=r"feature_targets must have shape \(B, d\) = \(4, "):
-        model(ids, attention_mask=mask, labels=labels, feature_targets=targets[:3])
+    # Per token: the MSE over the real tokens of the demultiplexed token states.
+    states = model.token_states(ids, attention_mask=mask)
+    assert states.shape == (4, ids.shape[1], model.config.hidden_size)
+    token_targets = torch.randn(states.shape, generator=torch.Generator().manual_seed(4))
+    real = mask.bool()
+    token_out = model(ids, attention_mask=mask, labels=labels, feature_targets=token_targets)
+    torch.testing.assert_close(token_out.feature_loss, F.mse_loss(states[real], token_targets[real]), **TOL)
+    padded = token_targets.masked_fill(~real[..., None], 1e6)  # padding positions never count
+    torch.testing.assert_close(model(ids, attention_mask=mask, feature_targets=padded).feature_loss,
+                               token_out.feature_loss, **TOL)
+    for bad in (targets[:3], token_targets[:, :-1], targets[0]):
+        with pytest.raises(ValueError, match=r"feature_targets must have shape \(B, d\) = \(4, 32\) or "
+                                             r"\(B, L, d\) = \(4, 10, 32\)"):
+            model(ids, attention_mask=mask, labels=labels, feature_targets=bad)
 
 
 @pytest.mark.parametrize("demux", ["index_pos", "index"])

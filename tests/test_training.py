@@ -237,8 +237,11 @@ def test_teacher_outputs_are_the_teachers_softmax_and_features_batch_by_batch(wo
     teacher.train()
     input_ids = training_data.load_split(workspace["data"], "sentiment", "val")["input_ids"]
     probabilities, features = teacher_outputs(teacher, input_ids, pad_id=0, batch_size=7)
+    same_probabilities, states = teacher_outputs(teacher, input_ids, pad_id=0, batch_size=7, token_states=True)
     assert teacher.training  # put back as it was
     assert features.shape == (len(input_ids), teacher.config.hidden_size)
+    assert states.shape == (*input_ids.shape, teacher.config.hidden_size) and states.dtype == torch.float16
+    torch.testing.assert_close(same_probabilities, probabilities)
     teacher.eval()
     with torch.no_grad():
         for start in range(0, len(input_ids), 7):
@@ -250,6 +253,9 @@ def test_teacher_outputs_are_the_teachers_softmax_and_features_batch_by_batch(wo
             hidden = teacher.encode(rows, real).last_hidden_state  # N = 1: the plain encoder
             mean = (hidden * real[..., None]).sum(1) / real.sum(1, keepdim=True)
             torch.testing.assert_close(features[start : start + 7], mean)
+            token_rows = states[start : start + 7]
+            torch.testing.assert_close(token_rows[:, : rows.shape[1]], hidden.half())
+            assert not token_rows[:, rows.shape[1] :].any()  # zero past the batch's longest row
 
 
 def test_finetune_distils_a_teacher_into_the_multiplexed_student(workspace, primed):
@@ -278,6 +284,12 @@ def test_finetune_distils_a_teacher_into_the_multiplexed_student(workspace, prim
         "--distill-weight", "0", "--feature-distill-weight", "1", "--dropout", "0")))
     assert _decreased(features)
     assert from_pretrained(features).config.feature_loss_coeff == 1
+    token_level = workspace["root"] / "token_distilled"
+    run_training(_parse(_train_argv(
+        workspace, token_level, "--stage", "finetune", "--init", str(primed), "--dataset", "sentiment",
+        "--classifier-pooling", "mean", "--max-steps", "30", "--lr", "2e-3", "--teacher", str(teacher),
+        "--distill-weight", "0", "--feature-distill-weight", "1", "--feature-distill-level", "token")))
+    assert _decreased(token_level)
     mean_pooled = workspace["root"] / "mean_pooled"
     run_training(_parse(_train_argv(workspace, mean_pooled, "--stage", "finetune", "--init", str(primed),
                                     "--dataset", "sentiment", "--classifier-pooling", "mean", "--max-steps", "1",

@@ -70,11 +70,17 @@ class MuxBertForSequenceClassification(_Classifier):
         feature_targets: Optional[torch.Tensor] = None,
     ):
         """``retrieval_labels (B, L)``: ids for the retrieval loss (default: the input ids, padding
-        ignored); ``generator`` draws its random instances. ``feature_targets (B, d)``: a teacher's
-        ``sequence_features`` for the same rows; with ``feature_loss_coeff > 0`` the loss adds the
-        mean squared error of this model's features against them (feature distillation)."""
+        ignored); ``generator`` draws its random instances. ``feature_targets``: a teacher's features
+        for the same rows, pooled ``(B, d)`` (its ``sequence_features``) or per token ``(B, L, d)``
+        (its ``token_states``); with ``feature_loss_coeff > 0`` the loss adds the mean squared error
+        of this model's against them (feature distillation; per token, over the real tokens)."""
         encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
-        features = self.pool(encoded, input_ids, attention_mask)
+        real = self.real_tokens(input_ids, attention_mask)
+        distil = feature_targets is not None and self.config.feature_loss_coeff > 0
+        states = None  # the demultiplexed token states, computed once if mean pooling or distillation needs them
+        if self.config.classifier_pooling == "mean" or (distil and feature_targets.dim() == 3):
+            states = self.instance_features(encoded, slice(encoded.prefix_length, None))
+        features = self.pool(encoded, real, states)
         logits = self.classifier(self.dropout(features))
         task_loss = None
         if labels is not None and self.config.task_loss_coeff > 0:
@@ -82,12 +88,7 @@ class MuxBertForSequenceClassification(_Classifier):
                 task_loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
             else:
                 task_loss = F.cross_entropy(logits.float(), labels)
-        feature_loss = None
-        if feature_targets is not None and self.config.feature_loss_coeff > 0:
-            if feature_targets.shape != features.shape:
-                raise ValueError(f"feature_targets must have shape (B, d) = {tuple(features.shape)}, "
-                                 f"got {tuple(feature_targets.shape)}")
-            feature_loss = F.mse_loss(features.float(), feature_targets.float())
+        feature_loss = self.feature_loss(features, states, real, feature_targets) if distil else None
         retrieval = self.optional_retrieval_loss(input_ids, encoded, labels, retrieval_labels, generator)
         return self.output(logits, task_loss, retrieval, feature_loss=feature_loss)
 
@@ -100,26 +101,49 @@ class MuxBertForSequenceClassification(_Classifier):
     ) -> torch.Tensor:
         """``(B, d)``: the features the classifier reads (before dropout), for every input row."""
         encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
-        return self.pool(encoded, input_ids, attention_mask)
+        return self.pool(encoded, self.real_tokens(input_ids, attention_mask))
 
-    def pool(self, encoded, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """``(B, d)`` per-row features: mean-pooled, the pooler's, or the demultiplexed [CLS] state."""
+    @torch.no_grad()
+    def token_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        token_type_ids: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """``(B, L, d)``: every row's (demultiplexed) final token states at its input positions."""
+        encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
+        return self.instance_features(encoded, slice(encoded.prefix_length, None))
+
+    def real_tokens(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(B, L)`` bool: the tokens that are not padding (``attention_mask``, else the non-padding ids)."""
+        return attention_mask.bool() if attention_mask is not None else input_ids != self.config.pad_token_id
+
+    def pool(self, encoded, real: torch.Tensor, states: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B, d)`` per-row features: the mean of the demultiplexed token ``states`` over the ``real``
+        tokens (computed here if not given), the pooler's, or the demultiplexed [CLS] state."""
         if self.config.classifier_pooling == "mean":
-            return self.mean_token_features(encoded, input_ids, attention_mask)
+            if states is None:
+                states = self.instance_features(encoded, slice(encoded.prefix_length, None))  # (B, L, d)
+            weights = real.to(states.dtype)[..., None]
+            return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         if self.bert.pooler is not None:
             return self.bert.pooler(encoded.last_hidden_state)
         cls_position = max(encoded.prefix_length - 1, 0)
         return self.instance_features(encoded, slice(cls_position, cls_position + 1))[:, 0]
 
-    def mean_token_features(
-        self, encoded, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]
-    ) -> torch.Tensor:
-        """``(B, d)``: each instance's demultiplexed token states averaged over its real tokens
-        (``attention_mask``, else the non-padding ids)."""
-        states = self.instance_features(encoded, slice(encoded.prefix_length, None))  # (B, L, d)
-        real = attention_mask if attention_mask is not None else input_ids != self.config.pad_token_id
-        weights = real.to(states.dtype)[..., None]
-        return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+    @staticmethod
+    def feature_loss(features: torch.Tensor, states: Optional[torch.Tensor], real: torch.Tensor,
+                     targets: torch.Tensor) -> torch.Tensor:
+        """MSE of pooled ``features (B, d)`` against ``targets (B, d)``, or of the token ``states
+        (B, L, d)`` at the ``real`` tokens against ``targets (B, L, d)``."""
+        mine = {2: features, 3: states}.get(targets.dim())
+        if mine is None or targets.shape != mine.shape:
+            (B, L), d = real.shape, features.shape[1]
+            raise ValueError(f"feature_targets must have shape (B, d) = {(B, d)} or (B, L, d) = {(B, L, d)}, "
+                             f"got {tuple(targets.shape)}")
+        if targets.dim() == 3:
+            mine, targets = mine[real], targets[real]
+        return F.mse_loss(mine.float(), targets.float())
 
 
 class MuxBertForTokenClassification(_Classifier):

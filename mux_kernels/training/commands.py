@@ -58,7 +58,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distill-weight", type=float, default=0.3,
                         help="with --teacher: targets = (1 - w) one_hot(label) + w p_teacher, 0 <= w < 0.5")
     parser.add_argument("--feature-distill-weight", type=float, default=0.0,
-                        help="with --teacher: add w * MSE(student's pooled features, teacher's) to the loss")
+                        help="with --teacher: add w * MSE(student's features, teacher's) to the loss")
+    parser.add_argument("--feature-distill-level", choices=("pooled", "token"), default="pooled",
+                        help="with --feature-distill-weight: match the pooled features the classifier reads, "
+                             "or every real token's final state")
     parser.add_argument("--dropout", type=float, help="override hidden and attention dropout (0 for exact runs)")
     parser.add_argument("--freeze-embeddings", action="store_true",
                         help="keep the word embeddings (and the tied decoder) fixed")
@@ -103,7 +106,8 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
         train_data = split(args.train_split)
         if args.teacher:
             teacher = load_model("finetune", init=args.teacher).to(process.device)
-            probabilities, features = teacher_outputs(teacher, train_data["input_ids"], token_ids.pad_id)
+            probabilities, features = teacher_outputs(teacher, train_data["input_ids"], token_ids.pad_id,
+                                                      token_states=args.feature_distill_level == "token")
             train_data["labels"] = soft_targets(train_data["labels"], probabilities, args.distill_weight)
             if args.feature_distill_weight:
                 train_data["feature_targets"] = features

@@ -106,7 +106,8 @@ class MlmCollator:
 @dataclass
 class ClassificationCollator:
     """Stage 3: sequence labels ``(B,)`` or token labels ``(B, L)`` (-100 where no loss), as stored;
-    a teacher's ``feature_targets (B, d)`` pass through when the split has them (distillation)."""
+    a teacher's ``feature_targets``, ``(B, d)`` or ``(B, L, d)``, come along when the split has them
+    (distillation)."""
 
     ids: TokenIds
 
@@ -117,7 +118,8 @@ class ClassificationCollator:
             labels = labels[:, :length]
         collated = {"input_ids": input_ids, "attention_mask": (input_ids != self.ids.pad_id).long(), "labels": labels}
         if "feature_targets" in batch:
-            collated["feature_targets"] = batch["feature_targets"]
+            targets = batch["feature_targets"]
+            collated["feature_targets"] = targets[:, :length] if targets.dim() == 3 else targets
         return collated
 
 
