@@ -229,10 +229,11 @@ def test_sequence_classification_loss_and_skipped_retrieval_head():
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_feature_distillation_loss_is_the_mse_against_the_targets(pooling):
     model = build("sequence_classification", num_instances=2, classifier_pooling=pooling, feature_loss_coeff=0.5)
-    model.eval()  # no dropout: the features the loss sees are the ones sequence_features returns
+    model.eval()  # no dropout: the features the loss sees are the ones features() returns
     ids, mask, types = random_batch(4, 10, seed=12)
     labels = torch.tensor([0, 2, 1, 1])
-    features = model.sequence_features(ids, attention_mask=mask)
+    features, no_states = model.features(ids, attention_mask=mask)
+    assert no_states is None
     assert features.shape == (4, model.config.hidden_size)
     torch.testing.assert_close(model.classifier(features), model(ids, attention_mask=mask).logits, **TOL)
     targets = torch.randn(4, model.config.hidden_size, generator=torch.Generator().manual_seed(3))
@@ -244,7 +245,8 @@ def test_feature_distillation_loss_is_the_mse_against_the_targets(pooling):
     assert without.feature_loss is None
     torch.testing.assert_close(without.loss, out.task_loss, **TOL)
     # Per token: the MSE over the real tokens of the demultiplexed token states.
-    states = model.token_states(ids, attention_mask=mask)
+    same_features, states = model.features(ids, attention_mask=mask, with_token_states=True)
+    torch.testing.assert_close(same_features, features)
     assert states.shape == (4, ids.shape[1], model.config.hidden_size)
     token_targets = torch.randn(states.shape, generator=torch.Generator().manual_seed(4))
     real = mask.bool()

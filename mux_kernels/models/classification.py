@@ -71,15 +71,13 @@ class MuxBertForSequenceClassification(_Classifier):
     ):
         """``retrieval_labels (B, L)``: ids for the retrieval loss (default: the input ids, padding
         ignored); ``generator`` draws its random instances. ``feature_targets``: a teacher's features
-        for the same rows, pooled ``(B, d)`` (its ``sequence_features``) or per token ``(B, L, d)``
-        (its ``token_states``); with ``feature_loss_coeff > 0`` the loss adds the mean squared error
-        of this model's against them (feature distillation; per token, over the real tokens)."""
+        for the same rows (its ``features``), pooled ``(B, d)`` or per token ``(B, L, d)``; with
+        ``feature_loss_coeff > 0`` the loss adds the mean squared error of this model's against them
+        (feature distillation; per token, over the real tokens)."""
         encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
         real = self.real_tokens(input_ids, attention_mask)
         distil = feature_targets is not None and self.config.feature_loss_coeff > 0
-        states = None  # the demultiplexed token states, computed once if mean pooling or distillation needs them
-        if self.config.classifier_pooling == "mean" or (distil and feature_targets.dim() == 3):
-            states = self.instance_features(encoded, slice(encoded.prefix_length, None))
+        states = self.token_states(encoded, needed=distil and feature_targets.dim() == 3)
         features = self.pool(encoded, real, states)
         logits = self.classifier(self.dropout(features))
         task_loss = None
@@ -93,37 +91,36 @@ class MuxBertForSequenceClassification(_Classifier):
         return self.output(logits, task_loss, retrieval, feature_loss=feature_loss)
 
     @torch.no_grad()
-    def sequence_features(
+    def features(
         self,
         input_ids: torch.Tensor,
         attention_mask: Optional[torch.Tensor] = None,
         token_type_ids: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """``(B, d)``: the features the classifier reads (before dropout), for every input row."""
+        with_token_states: bool = False,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """From one encoder pass: ``(B, d)`` the features the classifier reads (before dropout) and,
+        with ``with_token_states``, ``(B, L, d)`` every row's (demultiplexed) final token states at
+        its input positions (else None)."""
         encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
-        return self.pool(encoded, self.real_tokens(input_ids, attention_mask))
+        states = self.token_states(encoded, needed=with_token_states)
+        return self.pool(encoded, self.real_tokens(input_ids, attention_mask), states), \
+            states if with_token_states else None
 
-    @torch.no_grad()
-    def token_states(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """``(B, L, d)``: every row's (demultiplexed) final token states at its input positions."""
-        encoded = self.encode(input_ids, attention_mask, token_type_ids, mask_instances=True)
-        return self.instance_features(encoded, slice(encoded.prefix_length, None))
+    def token_states(self, encoded, needed: bool) -> Optional[torch.Tensor]:
+        """``(B, L, d)`` demultiplexed token states when ``needed`` or mean pooling reads them, else None:
+        the demultiplexer runs over every position at most once per forward."""
+        if needed or self.config.classifier_pooling == "mean":
+            return self.instance_features(encoded, slice(encoded.prefix_length, None))
+        return None
 
     def real_tokens(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
         """``(B, L)`` bool: the tokens that are not padding (``attention_mask``, else the non-padding ids)."""
         return attention_mask.bool() if attention_mask is not None else input_ids != self.config.pad_token_id
 
-    def pool(self, encoded, real: torch.Tensor, states: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(B, d)`` per-row features: the mean of the demultiplexed token ``states`` over the ``real``
-        tokens (computed here if not given), the pooler's, or the demultiplexed [CLS] state."""
+    def pool(self, encoded, real: torch.Tensor, states: Optional[torch.Tensor]) -> torch.Tensor:
+        """``(B, d)`` per-row features: the mean of the token ``states`` (``token_states``) over the
+        ``real`` tokens, the pooler's, or the demultiplexed [CLS] state."""
         if self.config.classifier_pooling == "mean":
-            if states is None:
-                states = self.instance_features(encoded, slice(encoded.prefix_length, None))  # (B, L, d)
             weights = real.to(states.dtype)[..., None]
             return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         if self.bert.pooler is not None:

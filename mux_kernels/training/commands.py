@@ -107,7 +107,8 @@ def run_training(args: argparse.Namespace) -> dict[str, float]:
         if args.teacher:
             teacher = load_model("finetune", init=args.teacher).to(process.device)
             probabilities, features = teacher_outputs(teacher, train_data["input_ids"], token_ids.pad_id,
-                                                      token_states=args.feature_distill_level == "token")
+                                                      token_states=bool(args.feature_distill_weight)
+                                                      and args.feature_distill_level == "token")
             train_data["labels"] = soft_targets(train_data["labels"], probabilities, args.distill_weight)
             if args.feature_distill_weight:
                 train_data["feature_targets"] = features

@@ -7,8 +7,8 @@ Two signals, both computed once before training for every training row and store
   p_student)`` up to a constant, so no loss code changes: they replace the split's ``labels`` (float,
   ``(M, C)``), which ``F.cross_entropy`` takes as class probabilities. With ``weight < 0.5`` their
   argmax is still the gold label, which is what training accuracy is scored against.
-* feature targets: the teacher's ``sequence_features`` ``(M, d)`` (the pooled state its classifier
-  reads), or its ``token_states`` ``(M, L, d)`` (kept in fp16: 0.5 GB for 10k rows of 64 tokens at
+* feature targets: the teacher's pooled ``features`` ``(M, d)`` (the state its classifier reads),
+  or its final token states ``(M, L, d)`` (kept in fp16: 0.5 GB for 10k rows of 64 tokens at
   d = 384), stored as ``feature_targets``; the student adds ``feature_loss_coeff · MSE`` against
   them. A multiplexed student learns from them what each of its N instances should look like on
   its own, d (or L·d) numbers per row instead of one label.
@@ -37,12 +37,10 @@ def teacher_outputs(teacher: torch.nn.Module, input_ids: torch.Tensor, pad_id: i
         for start in range(0, len(input_ids), batch_size):
             rows = input_ids[start : start + batch_size]
             rows = rows[:, : trim_padding(rows, pad_id)].to(device)
-            real = (rows != pad_id).long()
-            pooled = teacher.sequence_features(rows, real)
+            pooled, states = teacher.features(rows, (rows != pad_id).long(), with_token_states=token_states)
             probabilities.append(teacher.classifier(pooled).float().softmax(dim=-1).cpu())
             if token_states:
-                states = teacher.token_states(rows, real).half().cpu()
-                features.append(F.pad(states, (0, 0, 0, input_ids.shape[1] - rows.shape[1])))
+                features.append(F.pad(states.half().cpu(), (0, 0, 0, input_ids.shape[1] - rows.shape[1])))
             else:
                 features.append(pooled.float().cpu())
         return torch.cat(probabilities), torch.cat(features)
