@@ -11,4 +11,5 @@ python -m mux_kernels.train --stage mlm --init runs/mlm_n2_sentiment_more --data
   --output-dir runs/mlm_n2_mix --batch-size 16 --lr 1e-4 --warmup-ratio 0.01 --max-steps 20000 \
   --eval-every 1000 --save-every 200 --max-eval-rows 400 --freeze-embeddings --resume \
   --data-dir data/cache --no-progress --seed 0 --threads ${THREADS:-1} >> reports/logs/mlm_n2_mix.log 2>&1
-echo "=== mlm_n2_mix stop $(date -u +%FT%TZ) rc=$?" >> reports/logs/timeline.txt
+rc=$?
+echo "=== mlm_n2_mix stop $(date -u +%FT%TZ) rc=$rc" >> reports/logs/timeline.txt
