@@ -8,6 +8,7 @@ run() {  # name, then the train arguments
   if finished "$name"; then return; fi
   echo "=== $name start $(date -u +%FT%TZ)" >> reports/logs/timeline.txt
   python -m mux_kernels.train "$@" > reports/logs/$name.log 2>&1
-  echo "=== $name end $(date -u +%FT%TZ) rc=$?" >> reports/logs/timeline.txt
+  local rc=$?  # before the echo: its $(date) would reset $?
+  echo "=== $name end $(date -u +%FT%TZ) rc=$rc" >> reports/logs/timeline.txt
 }
 finished() { grep -qs '"split": "end"' "runs/$1/metrics.jsonl"; }
