@@ -8,7 +8,7 @@ and every input gradient are compared with the reference, and the fake (meta) ke
 with the real one.
 
 Oracle: the reference evaluated in float64 ("truth"). An element passes when its error is within the
-per-dtype tolerance, or within 4x the largest error of the reference evaluated in the kernel's own dtype,
+per-dtype tolerance, or within 8x the largest error of the reference evaluated in the kernel's own dtype,
 on the inputs as drawn and on two copies moved by about one rounding error of that dtype (an
 ill-conditioned LayerNorm row amplifies the rounding of its input by max|x| / std; one evaluation can
 land close to the truth by luck, three rarely all do; that noise is no kernel bug).
@@ -103,8 +103,9 @@ def apply_layout(t, layout):
 
 
 def _check(actual, truth, lows, what):
-    """actual within tolerance of truth, or no more than 4x as far from it as the farthest same-dtype
-    reference evaluation (``lows``) is anywhere in the tensor."""
+    """actual within tolerance of truth, or no more than 8x as far from it as the farthest same-dtype
+    reference evaluation (``lows``) is anywhere in the tensor: the kernel rounds in its own order (e.g. the
+    factorised GEMMs), which three input perturbations sample only roughly."""
     assert actual.shape == truth.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(truth.shape)}"
     assert actual.dtype == lows[0].dtype, f"{what}: dtype {actual.dtype} != {lows[0].dtype}"
     if actual.numel() == 0:
@@ -116,7 +117,7 @@ def _check(actual, truth, lows, what):
     noise = max((low.detach().double().nan_to_num() - t).abs().max().item() for low in lows)
     scale = max(1.0, t.abs().max().item())
     err = (a - t).abs()
-    allowed = atol * scale + rtol * t.abs() + 4 * noise
+    allowed = atol * scale + rtol * t.abs() + 8 * noise
     bad = err > allowed
     assert not bad.any(), (
         f"{what}: {int(bad.sum())}/{a.numel()} elements off; worst |actual - truth| = {err.max().item():.3g}, "
