@@ -13,28 +13,29 @@ from mux_kernels.training.stages import load_model
 torch.set_num_threads(2)
 
 
-@torch.no_grad()
-def accuracy(model, ids: torch.Tensor, labels: torch.Tensor, partner: str, batch_groups: int = 32) -> float:
-    """Accuracy on slot 0's snippets (both slots for "pairs"), grouped with the given partner."""
+def grouped_with(ids: torch.Tensor, labels: torch.Tensor, partner: str):
+    """The rows as the model sees them (consecutive pairs are a group), their labels, and which are scored."""
     if partner == "pairs":
         rows = len(ids) // 2 * 2
-        ids, labels, grouped = ids[:rows], labels[:rows], ids[:rows]
-    else:
-        other = ids.clone() if partner == "self" else torch.zeros_like(ids)
-        if partner == "empty":
-            other[:, 0], other[:, 1] = ids[:, 0], 102  # [CLS] [SEP]
-        grouped = torch.stack([ids, other], 1).flatten(0, 1)
-    correct = scored = 0
+        return ids[:rows], labels[:rows], torch.ones(rows, dtype=torch.bool)
+    other = ids.clone() if partner == "self" else torch.zeros_like(ids)
+    if partner == "empty":
+        other[:, 0], other[:, 1] = ids[:, 0], 102  # [CLS] [SEP]
+    scored = torch.tensor([True, False]).repeat(len(ids))  # slot 0: the snippet; slot 1: its partner
+    return torch.stack([ids, other], 1).flatten(0, 1), labels.repeat_interleave(2), scored
+
+
+@torch.no_grad()
+def accuracy(model, ids: torch.Tensor, labels: torch.Tensor, partner: str, batch_groups: int = 32) -> float:
+    grouped, gold, scored = grouped_with(ids, labels, partner)
+    correct = 0
     for start in range(0, len(grouped), batch_groups * 2):
         batch = grouped[start : start + batch_groups * 2]
         batch = batch[:, : trim_padding(batch, 0)]
         predicted = model(input_ids=batch, attention_mask=(batch != 0).long()).logits.argmax(-1)
-        gold = labels[start : start + len(batch)] if partner == "pairs" else labels[start // 2 : start // 2 + len(batch) // 2]
-        if partner != "pairs":
-            predicted = predicted[0::2]
-        correct += int((predicted == gold).sum())
-        scored += len(gold)
-    return 100 * correct / scored
+        rows = slice(start, start + len(batch))
+        correct += int(((predicted == gold[rows]) & scored[rows]).sum())
+    return 100 * correct / int(scored.sum())
 
 
 test = load_split("data/cache", "sentiment", "test")
